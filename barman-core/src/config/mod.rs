@@ -1,0 +1,1 @@
+//! Barman configuration (INI). Being written.

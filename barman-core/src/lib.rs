@@ -1,0 +1,9 @@
+//! Barman's domain, rebuilt: configuration, the catalog on disk, WAL, backup and recovery.
+//!
+//! Policy lives here; bytes on the wire live in `barman-replication`; argument parsing and
+//! rendering live in `barman-cli`.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod wal;

@@ -1,0 +1,1 @@
+//! WAL: segment names, timelines, the segment validator. Being written.

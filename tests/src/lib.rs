@@ -1,0 +1,1 @@
+//! Harness: real PostgreSQL clusters for end-to-end tests.
