@@ -6,6 +6,18 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod lsn;
 
 pub use lsn::{Lsn, SystemId, TimelineId};
+pub mod commands;
+pub mod conn;
+pub mod conninfo;
+pub mod error;
+pub mod pgpass;
+pub mod tls;
+
+pub use commands::{CreatedSlot, IdentifySystem, ReplicationSlot, TimelineHistoryFile};
+pub use conn::{Connection, QueryResult, SessionKind};
+pub use conninfo::{ConnConfig, Host, SslMode};
+pub use error::{Error, Target};

@@ -1,0 +1,112 @@
+//! The unprivileged user that runs PostgreSQL when the tests run as root.
+//!
+//! `postgres` (and `initdb`, `pg_ctl`) refuse to run as root. As root, the harness runs them as
+//! `postgres` when that user exists (Debian images with PostgreSQL packages), otherwise as a
+//! system user `barman-test` that it creates with `useradd` on first use. Without root, everything
+//! runs as the current user and this module is not involved.
+//!
+//! The user is looked up once per process. Creating it tolerates other test processes doing the
+//! same at the same time (nextest runs every test in its own process): a failed `useradd` is
+//! followed by another look-up, and `useradd` is retried while `/etc/passwd` is locked.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+/// Name of the system user the harness creates when `postgres` does not exist.
+const FALLBACK_USER: &str = "barman-test";
+
+/// A local user account the server processes run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUser {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Whether this process runs with effective uid 0.
+///
+/// Read from the owner of `/proc/self` (which is the effective uid) because `libc::geteuid` is
+/// an `unsafe` FFI call and the workspace forbids `unsafe`; `id -u` is the fallback.
+pub fn is_root() -> bool {
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| match std::fs::metadata("/proc/self") {
+        Ok(meta) => meta.uid() == 0,
+        Err(_) => Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false),
+    })
+}
+
+/// The user that runs the servers: `None` when not root (servers run as the current user).
+///
+/// As root: `postgres` if it exists, otherwise `barman-test`, created if needed with
+/// `useradd --system --no-create-home --shell /usr/sbin/nologin`.
+pub fn server_user() -> anyhow::Result<Option<ServerUser>> {
+    if !is_root() {
+        return Ok(None);
+    }
+    static USER: OnceLock<Result<ServerUser, String>> = OnceLock::new();
+    USER.get_or_init(|| find_or_create().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
+
+fn find_or_create() -> anyhow::Result<ServerUser> {
+    if let Some(user) = lookup("postgres")? {
+        return Ok(user);
+    }
+    let mut last_error = String::new();
+    for attempt in 0..20 {
+        if let Some(user) = lookup(FALLBACK_USER)? {
+            return Ok(user);
+        }
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", FALLBACK_USER])
+            .output()
+            .context("cannot run useradd (needed as root when there is no `postgres` user)")?;
+        if out.status.success() {
+            continue; // the next lookup finds it
+        }
+        // 9 = the user exists (another process won the race); 10 = passwd file locked.
+        last_error = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        std::thread::sleep(Duration::from_millis(100 + 50 * attempt));
+    }
+    bail!("cannot create system user {FALLBACK_USER}: useradd failed ({last_error})")
+}
+
+/// Looks `name` up with `getent passwd` (so NSS sources count), falling back to `/etc/passwd`.
+fn lookup(name: &str) -> anyhow::Result<Option<ServerUser>> {
+    let line = match Command::new("getent").args(["passwd", name]).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(_) => return Ok(None),
+        Err(_) => {
+            let passwd = Path::new("/etc/passwd");
+            let text = std::fs::read_to_string(passwd)
+                .with_context(|| format!("cannot read {}", passwd.display()))?;
+            match text.lines().find(|l| l.split(':').next() == Some(name)) {
+                Some(l) => l.to_owned(),
+                None => return Ok(None),
+            }
+        }
+    };
+    let fields: Vec<&str> = line.split(':').collect();
+    let (Some(uid), Some(gid)) = (fields.get(2), fields.get(3)) else {
+        bail!("malformed passwd entry for {name}: {line:?}");
+    };
+    Ok(Some(ServerUser {
+        name: name.to_owned(),
+        uid: uid.parse().with_context(|| format!("uid of {name} in {line:?}"))?,
+        gid: gid.parse().with_context(|| format!("gid of {name} in {line:?}"))?,
+    }))
+}
