@@ -1,5 +1,6 @@
 //! Connects as a physical replication client and prints what the server says about itself:
-//! `cargo run -p barman-replication --example identify -- "host=... port=... user=..."`.
+//! `cargo run -p barman-replication --example identify -- "host=... port=... user=..." [SLOT]`.
+//! With SLOT, first creates that physical replication slot (reserving WAL) if it is missing.
 //!
 //! The README's demo uses it; it is also the quickest check that a conninfo works.
 
@@ -29,6 +30,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.fallback_application_name = Some("barman-rs-identify".into());
 
     let mut repl = Connection::connect(&config, SessionKind::Physical).await?;
+    if let Some(slot) = std::env::args().nth(2) {
+        match repl.create_physical_slot(&slot, false, true).await {
+            Ok(created) => println!("created slot:      {}", created.name),
+            // 42710: the slot exists already, which is what we wanted.
+            Err(e) if e.sqlstate() == Some("42710") => println!("slot exists:       {slot}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
     let sys = repl.identify_system().await?;
     println!("server:            {}", repl.target());
     println!("server_version:    {}", repl.parameter("server_version").unwrap_or("?"));

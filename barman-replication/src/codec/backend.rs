@@ -494,3 +494,190 @@ impl BackendMessage {
         out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real start-up exchange of a 16.x walsender (trust), as captured on the wire:
+    /// AuthenticationOk, two ParameterStatus, BackendKeyData, ReadyForQuery.
+    fn startup_capture() -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for m in [
+            BackendMessage::Authentication(AuthRequest::Ok),
+            BackendMessage::ParameterStatus { name: "server_version".into(), value: "16.15".into() },
+            BackendMessage::ParameterStatus { name: "in_hot_standby".into(), value: "off".into() },
+            BackendMessage::BackendKeyData { pid: 4242, key: Bytes::from_static(&[1, 2, 3, 4]) },
+            BackendMessage::ReadyForQuery(ReadyStatus::Idle),
+        ] {
+            m.encode(&mut out);
+        }
+        out.to_vec()
+    }
+
+    #[test]
+    fn hex_literals() {
+        // ReadyForQuery(Idle) and AuthenticationMD5Password with salt 01020304.
+        let mut buf = BytesMut::from(&b"Z\x00\x00\x00\x05IR\x00\x00\x00\x0c\x00\x00\x00\x05\x01\x02\x03\x04"[..]);
+        assert_eq!(decode_backend(&mut buf, 1024).unwrap(), Some(BackendMessage::ReadyForQuery(ReadyStatus::Idle)));
+        assert_eq!(
+            decode_backend(&mut buf, 1024).unwrap(),
+            Some(BackendMessage::Authentication(AuthRequest::Md5Password { salt: [1, 2, 3, 4] }))
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_split_yields_the_same_messages() {
+        let wire = startup_capture();
+        let whole = {
+            let mut b = BytesMut::from(&wire[..]);
+            std::iter::from_fn(|| decode_backend(&mut b, 1024).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(whole.len(), 5);
+        for cut in 0..=wire.len() {
+            let mut b = BytesMut::from(&wire[..cut]);
+            let mut got = Vec::new();
+            while let Some(m) = decode_backend(&mut b, 1024).unwrap() {
+                got.push(m);
+            }
+            b.extend_from_slice(&wire[cut..]);
+            while let Some(m) = decode_backend(&mut b, 1024).unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got, whole, "split at {cut}");
+            assert!(b.is_empty());
+        }
+    }
+
+    #[test]
+    fn limits_and_malformed_frames() {
+        let mut big = BytesMut::from(&b"d\x00\x10\x00\x00"[..]);
+        assert!(matches!(decode_backend(&mut big, 1024), Err(CodecError::FrameTooLarge { tag: 'd', .. })));
+        let mut short = BytesMut::from(&b"Z\x00\x00\x00\x03"[..]);
+        assert!(matches!(decode_backend(&mut short, 1024), Err(CodecError::InvalidLength { len: 3, .. })));
+        let mut trailing = BytesMut::from(&b"Z\x00\x00\x00\x06II"[..]);
+        assert!(matches!(decode_backend(&mut trailing, 1024), Err(CodecError::TrailingBytes { tag: 'Z', extra: 1 })));
+        let mut unknown = BytesMut::from(&b"!\x00\x00\x00\x04"[..]);
+        assert!(matches!(decode_backend(&mut unknown, 1024), Err(CodecError::UnknownTag { byte: b'!', .. })));
+        let mut neg = BytesMut::from(&b"D\x00\x00\x00\x0a\x00\x01\xff\xff\xff\xfe"[..]);
+        assert!(matches!(decode_backend(&mut neg, 1024), Err(CodecError::Invalid { tag: 'D', .. })));
+    }
+
+    #[test]
+    fn error_response_fields() {
+        let body = b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user \"barman\"\0Fauth.c\0\0";
+        let mut frame = BytesMut::new();
+        frame.put_u8(b'E');
+        frame.put_u32(4 + body.len() as u32);
+        frame.put_slice(body);
+        let Some(BackendMessage::ErrorResponse(e)) = decode_backend(&mut frame, 1024).unwrap() else { panic!() };
+        assert_eq!(e.code, "28P01");
+        assert_eq!(e.severity(), crate::codec::Severity::Fatal);
+        assert_eq!(e.to_string(), "FATAL: password authentication failed for user \"barman\" (SQLSTATE 28P01)");
+    }
+
+    mod proptests {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            "[^\0]{0,12}"
+        }
+
+        fn bytes() -> impl Strategy<Value = Bytes> {
+            proptest::collection::vec(any::<u8>(), 0..24).prop_map(Bytes::from)
+        }
+
+        fn db_error() -> impl Strategy<Value = DbError> {
+            proptest::collection::vec((prop::sample::select(b"SVCMDHWFLRP".to_vec()), text()), 0..6).prop_map(|fields| {
+                let mut wire = BytesMut::new();
+                for (c, v) in &fields {
+                    wire.put_u8(*c);
+                    wire.put_slice(v.as_bytes());
+                    wire.put_u8(0);
+                }
+                wire.put_u8(0);
+                DbError::parse(&mut wire.freeze()).expect("well-formed")
+            })
+        }
+
+        fn copy_format() -> impl Strategy<Value = CopyFormat> {
+            (any::<u8>(), proptest::collection::vec(any::<i16>(), 0..4)).prop_map(|(overall, columns)| CopyFormat { overall, columns })
+        }
+
+        fn message() -> impl Strategy<Value = BackendMessage> {
+            prop_oneof![
+                Just(BackendMessage::Authentication(AuthRequest::Ok)),
+                Just(BackendMessage::Authentication(AuthRequest::CleartextPassword)),
+                any::<[u8; 4]>().prop_map(|salt| BackendMessage::Authentication(AuthRequest::Md5Password { salt })),
+                proptest::collection::vec("[^\0]{1,20}", 0..3)
+                    .prop_map(|mechanisms| BackendMessage::Authentication(AuthRequest::Sasl { mechanisms })),
+                bytes().prop_map(|d| BackendMessage::Authentication(AuthRequest::SaslContinue(d))),
+                bytes().prop_map(|d| BackendMessage::Authentication(AuthRequest::SaslFinal(d))),
+                (text(), text()).prop_map(|(name, value)| BackendMessage::ParameterStatus { name, value }),
+                (any::<i32>(), bytes()).prop_map(|(pid, key)| BackendMessage::BackendKeyData { pid, key }),
+                prop_oneof![Just(ReadyStatus::Idle), Just(ReadyStatus::InTransaction), Just(ReadyStatus::Failed)]
+                    .prop_map(BackendMessage::ReadyForQuery),
+                proptest::collection::vec(
+                    (text(), any::<u32>(), any::<i16>(), any::<u32>(), any::<i16>(), any::<i32>(), any::<i16>()),
+                    0..4
+                )
+                .prop_map(|cols| BackendMessage::RowDescription(
+                    cols.into_iter()
+                        .map(|(name, table_oid, attnum, type_oid, typlen, typmod, format)| ColumnDescription {
+                            name, table_oid, attnum, type_oid, typlen, typmod, format
+                        })
+                        .collect()
+                )),
+                proptest::collection::vec(proptest::option::of(bytes()), 0..5)
+                    .prop_map(|values| BackendMessage::DataRow(DataRow { values })),
+                text().prop_map(BackendMessage::CommandComplete),
+                Just(BackendMessage::EmptyQueryResponse),
+                db_error().prop_map(BackendMessage::ErrorResponse),
+                db_error().prop_map(BackendMessage::NoticeResponse),
+                (any::<i32>(), text(), text()).prop_map(|(pid, channel, payload)| BackendMessage::NotificationResponse { pid, channel, payload }),
+                copy_format().prop_map(BackendMessage::CopyInResponse),
+                copy_format().prop_map(BackendMessage::CopyOutResponse),
+                copy_format().prop_map(BackendMessage::CopyBothResponse),
+                bytes().prop_map(BackendMessage::CopyData),
+                Just(BackendMessage::CopyDone),
+                (any::<u32>(), proptest::collection::vec(text(), 0..3))
+                    .prop_map(|(newest_minor, unrecognized)| BackendMessage::NegotiateProtocolVersion { newest_minor, unrecognized }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn encode_decode_round_trip(msgs in proptest::collection::vec(message(), 1..6), cut in any::<prop::sample::Index>()) {
+                let mut wire = BytesMut::new();
+                for m in &msgs {
+                    m.encode(&mut wire);
+                }
+                // Deliver the bytes in two pieces split anywhere.
+                let cut = cut.index(wire.len() + 1);
+                let mut buf = BytesMut::from(&wire[..cut]);
+                let mut got = Vec::new();
+                while let Some(m) = decode_backend(&mut buf, 1 << 20).unwrap() { got.push(m); }
+                buf.extend_from_slice(&wire[cut..]);
+                while let Some(m) = decode_backend(&mut buf, 1 << 20).unwrap() { got.push(m); }
+                prop_assert_eq!(got, msgs);
+                prop_assert!(buf.is_empty());
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_nor_overconsume(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let mut buf = BytesMut::from(&data[..]);
+                let mut consumed = 0;
+                loop {
+                    let before = buf.len();
+                    match decode_backend(&mut buf, 1 << 16) {
+                        Ok(Some(_)) => { prop_assert!(buf.len() < before); consumed += before - buf.len(); }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                prop_assert!(consumed <= data.len());
+            }
+        }
+    }
+}

@@ -153,3 +153,47 @@ impl FrontendMessage {
         Ok(Some(msg))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn startup_and_ssl_request_layout() {
+        let mut out = BytesMut::new();
+        ssl_request(&mut out);
+        assert_eq!(&out[..], b"\x00\x00\x00\x08\x04\xd2\x16\x2f");
+        let mut out = BytesMut::new();
+        startup(&[("user", "barman"), ("replication", "true")], &mut out).unwrap();
+        assert_eq!(&out[..], b"\x00\x00\x00\x26\x00\x03\x00\x00user\0barman\0replication\0true\0\0");
+        assert!(startup(&[("user", "a\0b")], &mut BytesMut::new()).is_err());
+    }
+
+    fn message() -> impl Strategy<Value = (FrontendMessage, PasswordKind)> {
+        let text = "[^\0]{0,16}";
+        prop_oneof![
+            text.prop_map(|q| (FrontendMessage::Query(q), PasswordKind::Password)),
+            "[^\0]{0,16}".prop_map(|p| (FrontendMessage::Password(p.into_bytes()), PasswordKind::Password)),
+            ("[^\0]{1,16}", proptest::collection::vec(any::<u8>(), 0..32))
+                .prop_map(|(mechanism, data)| (FrontendMessage::SaslInitialResponse { mechanism, data }, PasswordKind::SaslInitial)),
+            proptest::collection::vec(any::<u8>(), 0..32).prop_map(|d| (FrontendMessage::SaslResponse(d), PasswordKind::Sasl)),
+            proptest::collection::vec(any::<u8>(), 0..32)
+                .prop_map(|d| (FrontendMessage::CopyData(Bytes::from(d)), PasswordKind::Password)),
+            Just((FrontendMessage::CopyDone, PasswordKind::Password)),
+            "[^\0]{0,16}".prop_map(|m| (FrontendMessage::CopyFail(m), PasswordKind::Password)),
+            Just((FrontendMessage::Terminate, PasswordKind::Password)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip((msg, kind) in message()) {
+            let mut out = BytesMut::new();
+            encode(&msg, &mut out).unwrap();
+            let decoded = FrontendMessage::decode(&mut out, kind).unwrap();
+            prop_assert_eq!(decoded, Some(msg));
+            prop_assert!(out.is_empty());
+        }
+    }
+}
