@@ -207,7 +207,9 @@ impl Cluster {
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         let major = opts.major;
         let cluster = Cluster::new_empty(opts)?;
-        cluster.init().with_context(|| format!("initdb of PostgreSQL {major}"))?;
+        cluster
+            .init()
+            .with_context(|| format!("initdb of PostgreSQL {major}"))?;
         cluster.launch()?;
         cluster
             .sql(&format!(
@@ -260,7 +262,14 @@ impl Cluster {
             .tempdir_in("/tmp")
             .context("creating a temporary directory under /tmp")?;
         let root = dir.path().to_path_buf();
-        let cluster = Cluster { opts, bin_dir, user, dir: Some(dir), root, port: AtomicU16::new(0) };
+        let cluster = Cluster {
+            opts,
+            bin_dir,
+            user,
+            dir: Some(dir),
+            root,
+            port: AtomicU16::new(0),
+        };
         cluster.prepare_dir(&cluster.root, 0o755)?;
         cluster.prepare_dir(&cluster.socket_dir(), 0o755)?;
         Ok(cluster)
@@ -321,12 +330,20 @@ impl Cluster {
     /// libpq conninfo for TCP: `host=127.0.0.1 port=N user=U dbname=postgres`. No password and
     /// no `sslmode`: append what the test needs, pass the password separately ([`password`](Self::password)).
     pub fn conninfo(&self, user: &str) -> String {
-        format!("host={} port={} user={user} dbname=postgres", self.host(), self.port())
+        format!(
+            "host={} port={} user={user} dbname=postgres",
+            self.host(),
+            self.port()
+        )
     }
 
     /// libpq conninfo through the Unix socket (trust): `host=<sock> port=N user=U dbname=postgres`.
     pub fn socket_conninfo(&self, user: &str) -> String {
-        format!("host={} port={} user={user} dbname=postgres", self.socket_dir().display(), self.port())
+        format!(
+            "host={} port={} user={user} dbname=postgres",
+            self.socket_dir().display(),
+            self.port()
+        )
     }
 
     /// The password of [`BARMAN_USER`] and [`STREAMING_USER`].
@@ -370,8 +387,23 @@ impl Cluster {
 
     /// Like [`command`](Self::command), but run as the server user (for programs that write
     /// files the server must own, or that refuse root: `initdb`, `pg_ctl`, `pg_basebackup`).
+    ///
+    /// When the install has its own `lib/libpq.so.5` (the PyPI builds of 14–18), it is put first
+    /// in `LD_LIBRARY_PATH`: their `libpqwalreceiver.so` has a RUNPATH that does not exist
+    /// (`/opt/postgresql/lib`), so a standby's WAL receiver would otherwise load the system's
+    /// libpq (another major, or none at all).
     pub fn server_command(&self, program: &str) -> Command {
         let mut cmd = self.command(program);
+        if let Some(lib) = self.bin_dir.parent().map(|p| p.join("lib")) {
+            if lib.join("libpq.so.5").exists() {
+                let mut path = lib.into_os_string();
+                if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
+                    path.push(":");
+                    path.push(old);
+                }
+                cmd.env("LD_LIBRARY_PATH", path);
+            }
+        }
         if let Some(user) = &self.user {
             cmd.uid(user.uid).gid(user.gid);
         }
@@ -395,10 +427,26 @@ impl Cluster {
     pub fn sql(&self, query: &str) -> anyhow::Result<String> {
         let out = self
             .command("psql")
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                "-",
+                "-d",
+            ])
             .arg(self.socket_conninfo(SUPERUSER))
             .run_with_stdin(query.as_bytes())
-            .with_context(|| format!("SQL on PostgreSQL {} port {}: {query}", self.major(), self.port()))?;
+            .with_context(|| {
+                format!(
+                    "SQL on PostgreSQL {} port {}: {query}",
+                    self.major(),
+                    self.port()
+                )
+            })?;
         Ok(out.trim().to_owned())
     }
 
@@ -423,8 +471,19 @@ impl Cluster {
         query: &str,
     ) -> anyhow::Result<String> {
         let mut cmd = self.command("psql");
-        cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-c", query, "-d"])
-            .arg(format!("{} {extra_conninfo}", self.conninfo(user)));
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            query,
+            "-d",
+        ])
+        .arg(format!("{} {extra_conninfo}", self.conninfo(user)));
         if let Some(pw) = password {
             cmd.env("PGPASSWORD", pw);
         }
@@ -465,7 +524,14 @@ impl Cluster {
     /// returns pgbench's report.
     pub fn pgbench(&self, clients: u32, transactions: u32) -> anyhow::Result<String> {
         self.command("pgbench")
-            .args(["-n", "-c", &clients.to_string(), "-t", &transactions.to_string(), "-h"])
+            .args([
+                "-n",
+                "-c",
+                &clients.to_string(),
+                "-t",
+                &transactions.to_string(),
+                "-h",
+            ])
             .arg(self.socket_dir())
             .args(["-p", &self.port().to_string(), "-U", SUPERUSER, "postgres"])
             .run()
@@ -480,7 +546,8 @@ impl Cluster {
     /// The database system identifier (`pg_control_system()`).
     pub fn system_identifier(&self) -> anyhow::Result<u64> {
         let text = self.sql("SELECT system_identifier FROM pg_control_system()")?;
-        text.parse().with_context(|| format!("system identifier {text:?}"))
+        text.parse()
+            .with_context(|| format!("system identifier {text:?}"))
     }
 
     /// The timeline being written. On a primary: the timeline of the segment holding
@@ -506,7 +573,14 @@ impl Cluster {
     /// `pg_ctl stop -m fast`. Start again with [`restart`](Self::restart).
     pub fn stop(&self) -> anyhow::Result<()> {
         self.pg_ctl()
-            .args(["stop", "-m", "fast", "-w", "-t", &TIMEOUT.as_secs().to_string()])
+            .args([
+                "stop",
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                &TIMEOUT.as_secs().to_string(),
+            ])
             .run()
             .map(drop)
             .with_context(|| self.log_tail())
@@ -515,7 +589,15 @@ impl Cluster {
     /// `pg_ctl restart -m fast`; also starts a stopped server.
     pub fn restart(&self) -> anyhow::Result<()> {
         self.pg_ctl()
-            .args(["restart", "-m", "fast", "-w", "-t", &TIMEOUT.as_secs().to_string(), "-l"])
+            .args([
+                "restart",
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                &TIMEOUT.as_secs().to_string(),
+                "-l",
+            ])
             .arg(self.log_file())
             .run()
             .map(drop)
@@ -529,18 +611,24 @@ impl Cluster {
     pub fn reload(&self) -> anyhow::Result<()> {
         let before = self.sql("SELECT pg_conf_load_time()")?;
         self.sql("SELECT pg_reload_conf()")?;
-        wait_for("the configuration reload", || Ok(self.sql("SELECT pg_conf_load_time()")? != before))
+        wait_for("the configuration reload", || {
+            Ok(self.sql("SELECT pg_conf_load_time()")? != before)
+        })
     }
 
     /// `ALTER SYSTEM SET name = 'value'`, then a restart when the setting has `postmaster`
     /// context (e.g. `max_wal_senders`), a reload otherwise. `value` is quoted by the harness.
     pub fn set_conf(&self, name: &str, value: &str) -> anyhow::Result<()> {
         ensure!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
             "not a setting name: {name:?}"
         );
         self.sql(&format!("ALTER SYSTEM SET {name} = {}", quote(value)))?;
-        let context = self.sql(&format!("SELECT context FROM pg_settings WHERE name = {}", quote(name)))?;
+        let context = self.sql(&format!(
+            "SELECT context FROM pg_settings WHERE name = {}",
+            quote(name)
+        ))?;
         if context == "postmaster" {
             self.restart()
         } else {
@@ -565,6 +653,19 @@ impl Cluster {
             .args(["-p", &self.port().to_string(), "-U", SUPERUSER])
             .run()
             .context("pg_basebackup for the standby")?;
+        // pg_basebackup -R writes every option its own libpq knows (e.g. `sslcertmode`, 16+);
+        // a later line with just what is needed keeps the standby independent of that.
+        let auto_conf = standby.data_dir().join("postgresql.auto.conf");
+        let mut text = fs::read_to_string(&auto_conf)
+            .with_context(|| format!("cannot read {}", auto_conf.display()))?;
+        text.push_str(&format!(
+            "# barman-rs test harness\nprimary_conninfo = {}\n",
+            quote(&format!(
+                "{} application_name=harness_standby",
+                self.socket_conninfo(SUPERUSER)
+            ))
+        ));
+        standby.write_server_file(&auto_conf, &text, 0o600)?;
         if self.opts.tls {
             for (from, to) in [
                 (self.ca_cert_path(), standby.ca_cert_path()),
@@ -584,12 +685,18 @@ impl Cluster {
     /// Promotes this standby (`pg_ctl promote -w`) and waits until it accepts writes on a new
     /// timeline whose history file (`pg_wal/0000000N.history`) exists. Returns that timeline.
     pub fn promote(&self) -> anyhow::Result<u32> {
-        ensure!(self.in_recovery()?, "promote: PostgreSQL on port {} is not a standby", self.port());
+        ensure!(
+            self.in_recovery()?,
+            "promote: PostgreSQL on port {} is not a standby",
+            self.port()
+        );
         self.pg_ctl()
             .args(["promote", "-w", "-t", &TIMEOUT.as_secs().to_string()])
             .run()
             .with_context(|| self.log_tail())?;
-        wait_for("the promoted server to leave recovery", || Ok(!self.in_recovery()?))?;
+        wait_for("the promoted server to leave recovery", || {
+            Ok(!self.in_recovery()?)
+        })?;
         let timeline = self.timeline()?;
         let history = format!("pg_wal/{timeline:08X}.history");
         ensure!(
@@ -606,7 +713,13 @@ impl Cluster {
         initdb
             .arg("-D")
             .arg(self.data_dir())
-            .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ])
             // Durability of initdb's own files is not under test; the server keeps fsync on.
             .arg("--no-sync");
         if self.opts.data_checksums {
@@ -621,12 +734,24 @@ impl Cluster {
 
         if self.opts.tls {
             let pki = TestPki::generate()?;
-            self.write_server_file(&self.data_dir().join("server.crt"), &pki.server_cert_pem, 0o644)?;
-            self.write_server_file(&self.data_dir().join("server.key"), &pki.server_key_pem, 0o600)?;
+            self.write_server_file(
+                &self.data_dir().join("server.crt"),
+                &pki.server_cert_pem,
+                0o644,
+            )?;
+            self.write_server_file(
+                &self.data_dir().join("server.key"),
+                &pki.server_key_pem,
+                0o600,
+            )?;
             write_file(&self.ca_cert_path(), &pki.ca_pem, 0o644)?;
             write_file(&self.wrong_ca_cert_path(), &pki.wrong_ca_pem, 0o644)?;
         }
-        self.write_server_file(&self.data_dir().join("pg_hba.conf"), &self.hba_conf(), 0o600)?;
+        self.write_server_file(
+            &self.data_dir().join("pg_hba.conf"),
+            &self.hba_conf(),
+            0o600,
+        )?;
         self.include_harness_conf()
     }
 
@@ -640,19 +765,28 @@ impl Cluster {
              local   replication  all                  trust\n",
         );
         if self.opts.replication_hba {
-            hba.push_str(&format!("{kind:<7} replication  all  127.0.0.1/32  {method}\n"));
+            hba.push_str(&format!(
+                "{kind:<7} replication  all  127.0.0.1/32  {method}\n"
+            ));
         }
-        hba.push_str(&format!("{kind:<7} all          all  127.0.0.1/32  {method}\n"));
+        hba.push_str(&format!(
+            "{kind:<7} all          all  127.0.0.1/32  {method}\n"
+        ));
         hba
     }
 
     /// Appends `include_if_exists = 'harness.conf'` to `postgresql.conf` unless it is there.
     fn include_harness_conf(&self) -> anyhow::Result<()> {
         let path = self.data_dir().join("postgresql.conf");
-        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let line = "include_if_exists = 'harness.conf'";
         if !text.lines().any(|l| l.trim() == line) {
-            self.write_server_file(&path, &format!("{text}\n# barman-rs test harness\n{line}\n"), 0o600)?;
+            self.write_server_file(
+                &path,
+                &format!("{text}\n# barman-rs test harness\n{line}\n"),
+                0o600,
+            )?;
         }
         Ok(())
     }
@@ -662,7 +796,10 @@ impl Cluster {
         let mut settings: Vec<(&str, String)> = vec![
             ("listen_addresses", "127.0.0.1".into()),
             ("port", self.port().to_string()),
-            ("unix_socket_directories", self.socket_dir().display().to_string()),
+            (
+                "unix_socket_directories",
+                self.socket_dir().display().to_string(),
+            ),
             ("wal_level", "replica".into()),
             ("max_wal_senders", self.opts.max_wal_senders.to_string()),
             ("max_replication_slots", "10".into()),
@@ -670,7 +807,10 @@ impl Cluster {
             ("archive_command", "/bin/true".into()),
             ("max_connections", "30".into()),
             ("shared_buffers", "32MB".into()),
-            ("password_encryption", self.opts.auth.password_encryption().into()),
+            (
+                "password_encryption",
+                self.opts.auth.password_encryption().into(),
+            ),
             ("logging_collector", "off".into()),
         ];
         if self.opts.tls {
@@ -678,7 +818,8 @@ impl Cluster {
             settings.push(("ssl_cert_file", "server.crt".into()));
             settings.push(("ssl_key_file", "server.key".into()));
         }
-        let mut text = String::from("# written by the barman-rs test harness; rewritten on each start\n");
+        let mut text =
+            String::from("# written by the barman-rs test harness; rewritten on each start\n");
         for (name, value) in settings {
             text.push_str(&format!("{name} = {}\n", quote(&value)));
         }
@@ -695,7 +836,11 @@ impl Cluster {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
             self.port.store(port, Ordering::Relaxed);
-            self.write_server_file(&self.data_dir().join("harness.conf"), &self.harness_conf(), 0o600)?;
+            self.write_server_file(
+                &self.data_dir().join("harness.conf"),
+                &self.harness_conf(),
+                0o600,
+            )?;
             let log_before = fs::metadata(self.log_file()).map(|m| m.len()).unwrap_or(0);
             let result = self
                 .pg_ctl()
@@ -706,7 +851,8 @@ impl Cluster {
                 Ok(_) => return Ok(()),
                 Err(e) => {
                     let log = fs::read(self.log_file()).unwrap_or_default();
-                    let new = String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default());
+                    let new =
+                        String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default());
                     if !new.contains("Address already in use") {
                         return Err(e.context(format!(
                             "starting PostgreSQL {} on port {port}\n{}",
@@ -764,7 +910,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.data_dir().join("postmaster.pid").exists() {
-            let _ = self.pg_ctl().args(["stop", "-m", "immediate", "-w", "-t", "30"]).output_any();
+            let _ = self
+                .pg_ctl()
+                .args(["stop", "-m", "immediate", "-w", "-t", "30"])
+                .output_any();
         }
         if std::env::var_os("BARMAN_TEST_KEEP").is_some_and(|v| v == "1") {
             if let Some(dir) = self.dir.take() {
@@ -810,8 +959,13 @@ fn wait_for(what: &str, mut check: impl FnMut() -> anyhow::Result<bool>) -> anyh
             Err(e) => last_error = Some(e),
         }
         if Instant::now() >= deadline {
-            let why = last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
-            bail!("timed out after {}s waiting for {what}{why}", TIMEOUT.as_secs());
+            let why = last_error
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
+            bail!(
+                "timed out after {}s waiting for {what}{why}",
+                TIMEOUT.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

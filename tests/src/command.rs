@@ -33,13 +33,19 @@ pub trait RunCommand {
 impl RunCommand for Command {
     fn run(&mut self) -> anyhow::Result<String> {
         self.stdin(Stdio::null());
-        let out = self.output().with_context(|| format!("cannot start {}", describe(self)))?;
+        let out = self
+            .output()
+            .with_context(|| format!("cannot start {}", describe(self)))?;
         check(self, out)
     }
 
     fn run_with_stdin(&mut self, input: &[u8]) -> anyhow::Result<String> {
-        self.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = self.spawn().with_context(|| format!("cannot start {}", describe(self)))?;
+        self.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self
+            .spawn()
+            .with_context(|| format!("cannot start {}", describe(self)))?;
         let mut stdin = child.stdin.take().context("child has no stdin")?;
         // A program that fails early closes its stdin: ignore EPIPE, report its exit instead.
         let _ = stdin.write_all(input);
@@ -52,7 +58,9 @@ impl RunCommand for Command {
 
     fn output_any(&mut self) -> anyhow::Result<CommandOutput> {
         self.stdin(Stdio::null());
-        let out = self.output().with_context(|| format!("cannot start {}", describe(self)))?;
+        let out = self
+            .output()
+            .with_context(|| format!("cannot start {}", describe(self)))?;
         Ok(CommandOutput {
             success: out.status.success(),
             status: out.status.to_string(),
@@ -71,7 +79,11 @@ fn check(cmd: &Command, out: Output) -> anyhow::Result<String> {
             describe(cmd),
             out.status,
             stderr.trim(),
-            if stdout.trim().is_empty() { String::new() } else { format!("\nstdout: {}", stdout.trim()) }
+            if stdout.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\nstdout: {}", stdout.trim())
+            }
         );
     }
     Ok(stdout)

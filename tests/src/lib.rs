@@ -26,6 +26,7 @@
 //!     anyhow::ensure!(num / 10000 == major, "server reports {num}");
 //!     Ok(())
 //! });
+//! # fn main() {}
 //! ```
 //!
 //! # Running as root

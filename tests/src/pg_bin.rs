@@ -33,9 +33,9 @@ pub fn majors() -> Vec<u32> {
                 let m = m.trim();
                 match m.parse::<u32>() {
                     Ok(n) if ALL_MAJORS.contains(&n) => n,
-                    _ => panic!(
-                        "BARMAN_TEST_PG_MAJORS={list:?}: {m:?} is not one of {ALL_MAJORS:?}"
-                    ),
+                    _ => {
+                        panic!("BARMAN_TEST_PG_MAJORS={list:?}: {m:?} is not one of {ALL_MAJORS:?}")
+                    }
                 }
             })
             .collect(),
@@ -58,10 +58,13 @@ pub fn majors() -> Vec<u32> {
 /// can reach the binaries (root's home is mode 700).
 pub fn pg_bin_dir(major: u32) -> anyhow::Result<PathBuf> {
     if let Some(dir) = env_bin_dir() {
-        let found = env_bin_dir_major(&dir)
-            .with_context(|| format!("PG_BIN_DIR={}", dir.display()))?;
+        let found =
+            env_bin_dir_major(&dir).with_context(|| format!("PG_BIN_DIR={}", dir.display()))?;
         if found != major {
-            bail!("PG_BIN_DIR={} holds PostgreSQL {found}, not {major}", dir.display());
+            bail!(
+                "PG_BIN_DIR={} holds PostgreSQL {found}, not {major}",
+                dir.display()
+            );
         }
         return Ok(dir);
     }
@@ -71,12 +74,17 @@ pub fn pg_bin_dir(major: u32) -> anyhow::Result<PathBuf> {
         return Ok(dir.clone());
     }
     let dir = run_pg_install(major)?;
-    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(major, dir.clone());
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(major, dir.clone());
     Ok(dir)
 }
 
 fn env_bin_dir() -> Option<PathBuf> {
-    std::env::var_os("PG_BIN_DIR").filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os("PG_BIN_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn env_bin_dir_major(dir: &Path) -> anyhow::Result<u32> {
@@ -100,7 +108,10 @@ fn server_major(dir: &Path) -> anyhow::Result<u32> {
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .with_context(|| format!("unexpected `postgres --version` output {text:?}"))?;
-    let major = version.split(['.', 'b', 'r', 'd']).next().unwrap_or_default();
+    let major = version
+        .split(['.', 'b', 'r', 'd'])
+        .next()
+        .unwrap_or_default();
     major
         .parse()
         .with_context(|| format!("unexpected PostgreSQL version {version:?}"))
@@ -116,9 +127,12 @@ fn run_pg_install(major: u32) -> anyhow::Result<PathBuf> {
     if is_root() && std::env::var_os("PGBINS_DIR").is_none() {
         cmd.env("PGBINS_DIR", "/var/cache/pgbins");
     }
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {} (set PG_BIN_DIR or BARMAN_PG_INSTALL)", script.display()))?;
+    let out = cmd.output().with_context(|| {
+        format!(
+            "cannot run {} (set PG_BIN_DIR or BARMAN_PG_INSTALL)",
+            script.display()
+        )
+    })?;
     if !out.status.success() {
         bail!(
             "{} {major} failed ({}): {}",
@@ -129,7 +143,11 @@ fn run_pg_install(major: u32) -> anyhow::Result<PathBuf> {
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if !dir.join("postgres").is_file() {
-        bail!("{} {major} printed {:?}, which has no postgres binary", script.display(), dir);
+        bail!(
+            "{} {major} printed {:?}, which has no postgres binary",
+            script.display(),
+            dir
+        );
     }
     Ok(dir)
 }

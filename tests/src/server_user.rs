@@ -6,8 +6,8 @@
 //! runs as the current user and this module is not involved.
 //!
 //! The user is looked up once per process. Creating it tolerates other test processes doing the
-//! same at the same time (nextest runs every test in its own process): a failed `useradd` is
-//! followed by another look-up, and `useradd` is retried while `/etc/passwd` is locked.
+//! same at the same time (nextest runs every test in its own process): creation is serialized
+//! with `flock`, because concurrent `useradd` runs overwrite each other's `/etc/passwd`.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -19,6 +19,8 @@ use anyhow::{bail, Context as _};
 
 /// Name of the system user the harness creates when `postgres` does not exist.
 const FALLBACK_USER: &str = "barman-test";
+/// Serializes user creation between test processes (see `create_system_user`).
+const USERADD_LOCK: &str = "/tmp/barman-tests-useradd.lock";
 
 /// A local user account the server processes run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,26 +65,72 @@ pub fn server_user() -> anyhow::Result<Option<ServerUser>> {
 }
 
 fn find_or_create() -> anyhow::Result<ServerUser> {
-    if let Some(user) = lookup("postgres")? {
+    match lookup("postgres")? {
+        Some(user) => Ok(user),
+        None => create_system_user(FALLBACK_USER),
+    }
+}
+
+/// Returns system user `name`, creating it first if needed; safe to call from several
+/// processes at once.
+///
+/// Concurrent `useradd` runs are not safe: with shadow 4.13 (Debian 12) four simultaneous runs
+/// all exit 0 and the last rewrite of `/etc/passwd` wins, so a user seen a moment ago can vanish
+/// (or another account's update be lost). Look-up and creation therefore run under an exclusive
+/// `flock` on [`USERADD_LOCK`]; without `flock(1)` the fallback retries and re-checks.
+fn create_system_user(name: &str) -> anyhow::Result<ServerUser> {
+    if let Some(user) = lookup(name)? {
         return Ok(user);
     }
-    let mut last_error = String::new();
-    for attempt in 0..20 {
-        if let Some(user) = lookup(FALLBACK_USER)? {
-            return Ok(user);
+    let script = "getent passwd \"$1\" >/dev/null || \
+                  useradd --system --no-create-home --shell /usr/sbin/nologin \"$1\"";
+    let locked = Command::new("flock")
+        .args(["-w", "120", USERADD_LOCK, "sh", "-c", script, "sh", name])
+        .output();
+    match locked {
+        Ok(out) if out.status.success() => {
+            return lookup(name)?.with_context(|| format!("useradd {name} left no passwd entry"));
         }
-        let out = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", FALLBACK_USER])
-            .output()
-            .context("cannot run useradd (needed as root when there is no `postgres` user)")?;
-        if out.status.success() {
-            continue; // the next lookup finds it
-        }
-        // 9 = the user exists (another process won the race); 10 = passwd file locked.
-        last_error = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-        std::thread::sleep(Duration::from_millis(100 + 50 * attempt));
+        Ok(out) => bail!(
+            "cannot create system user {name} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(_) => {} // no flock(1): unserialized fallback below
     }
-    bail!("cannot create system user {FALLBACK_USER}: useradd failed ({last_error})")
+    let mut last_error = String::new();
+    let mut seen = None;
+    for attempt in 0..20 {
+        match lookup(name)? {
+            // Twice the same answer, 200 ms apart: no concurrent rewrite undid it.
+            Some(user) if seen.as_ref() == Some(&user) => return Ok(user),
+            Some(user) => seen = Some(user),
+            None => {
+                seen = None;
+                let out = Command::new("useradd")
+                    .args([
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        name,
+                    ])
+                    .output()
+                    .context(
+                        "cannot run useradd (needed as root when there is no `postgres` user)",
+                    )?;
+                if !out.status.success() {
+                    last_error = format!(
+                        "{}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200 + 20 * attempt));
+    }
+    bail!("cannot create system user {name}: useradd failed ({last_error})")
 }
 
 /// Looks `name` up with `getent passwd` (so NSS sources count), falling back to `/etc/passwd`.
@@ -106,7 +154,42 @@ fn lookup(name: &str) -> anyhow::Result<Option<ServerUser>> {
     };
     Ok(Some(ServerUser {
         name: name.to_owned(),
-        uid: uid.parse().with_context(|| format!("uid of {name} in {line:?}"))?,
-        gid: gid.parse().with_context(|| format!("gid of {name} in {line:?}"))?,
+        uid: uid
+            .parse()
+            .with_context(|| format!("uid of {name} in {line:?}"))?,
+        gid: gid
+            .parse()
+            .with_context(|| format!("gid of {name} in {line:?}"))?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Creates and deletes a real system user, so it only runs on request, as root:
+    /// `cargo test -p barman-tests --lib -- --ignored`.
+    #[test]
+    #[ignore = "adds and removes a system user; run as root with --ignored"]
+    fn concurrent_creation_agrees() {
+        if !is_root() {
+            return;
+        }
+        let name = "barman-test-race";
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || create_system_user(name).map_err(|e| format!("{e:#}")))
+            })
+            .collect();
+        let users: Vec<ServerUser> = threads
+            .into_iter()
+            .map(|t| t.join().expect("thread").expect("user created"))
+            .collect();
+        let _ = Command::new("userdel").arg(name).output();
+        assert!(users.iter().all(|u| *u == users[0]), "{users:?}");
+        assert!(
+            users[0].uid > 0 && users[0].uid < 1000,
+            "not a system uid: {users:?}"
+        );
+    }
 }

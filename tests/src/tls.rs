@@ -22,14 +22,18 @@ pub(crate) struct TestPki {
 
 impl TestPki {
     pub(crate) fn generate() -> anyhow::Result<TestPki> {
-        let (ca, ca_key) = ca("barman-rs test CA")?;
-        let (wrong_ca, _) = ca("barman-rs unrelated test CA")?;
+        let (ca, ca_key) = new_ca("barman-rs test CA")?;
+        let (wrong_ca, _) = new_ca("barman-rs unrelated test CA")?;
 
         let server_key = KeyPair::generate().context("generating server key")?;
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .context("server certificate parameters")?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .context("server certificate parameters")?;
         params.distinguished_name = name("localhost");
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let server = params
@@ -45,7 +49,7 @@ impl TestPki {
     }
 }
 
-fn ca(common_name: &str) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+fn new_ca(common_name: &str) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
     let key = KeyPair::generate().context("generating CA key")?;
     let mut params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     params.distinguished_name = name(common_name);

@@ -10,11 +10,20 @@ use anyhow::{ensure, Context as _};
 pg_test!(starts_with_trust, |major| {
     let pg = Cluster::start(ClusterOptions::new(major))?;
     let version = pg.sql("SELECT version()")?;
-    ensure!(version.starts_with(&format!("PostgreSQL {major}.")), "version() = {version:?}");
+    ensure!(
+        version.starts_with(&format!("PostgreSQL {major}.")),
+        "version() = {version:?}"
+    );
     let num: u32 = pg.sql("SHOW server_version_num")?.parse()?;
     ensure!(num / 10000 == major, "server_version_num = {num}");
-    ensure!(pg.sql("SHOW data_checksums")? == "on", "data checksums are off");
-    ensure!(pg.sql("SHOW wal_level")? == "replica", "wal_level is not replica");
+    ensure!(
+        pg.sql("SHOW data_checksums")? == "on",
+        "data checksums are off"
+    );
+    ensure!(
+        pg.sql("SHOW wal_level")? == "replica",
+        "wal_level is not replica"
+    );
     ensure!(pg.sql("SHOW fsync")? == "on", "fsync is off");
     ensure!(pg.system_identifier()? > 0, "system identifier is 0");
     ensure!(pg.timeline()? == 1, "a new cluster is not on timeline 1");
@@ -24,7 +33,10 @@ pg_test!(starts_with_trust, |major| {
         ensure!(who == user, "connected as {who:?}, not {user}");
     }
     pg.generate_load(1000)?;
-    ensure!(pg.sql("SELECT count(*) FROM harness_load")? == "1000", "load rows missing");
+    ensure!(
+        pg.sql("SELECT count(*) FROM harness_load")? == "1000",
+        "load rows missing"
+    );
     let rows = pg.sql_rows("SELECT 1, 'a'; SELECT 2, 'b'")?;
     ensure!(rows == [["1", "a"], ["2", "b"]], "sql_rows gave {rows:?}");
     let lsn = pg.switch_wal()?;
@@ -33,30 +45,47 @@ pg_test!(starts_with_trust, |major| {
 });
 
 pg_test!(tls_verify_full, |major| {
-    let pg = Cluster::start(ClusterOptions::new(major).tls(true).auth(AuthMethod::ScramSha256))?;
+    let pg = Cluster::start(
+        ClusterOptions::new(major)
+            .tls(true)
+            .auth(AuthMethod::ScramSha256),
+    )?;
     let ssl_query = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
-    let good = format!("sslmode=verify-full sslrootcert={}", pg.ca_cert_path().display());
+    let good = format!(
+        "sslmode=verify-full sslrootcert={}",
+        pg.ca_cert_path().display()
+    );
     // libpq checks the certificate's names against `host`: localhost is a DNS SAN (every major);
-    // 127.0.0.1 is an IP SAN, which libpq checks only since PostgreSQL 14.
+    // 127.0.0.1 is an IP SAN, which libpq checks only since PostgreSQL 15 (psql 13/14 say "server certificate for \"localhost\" does not match host name \"127.0.0.1\"").
     let by_name = format!("{good} host=localhost hostaddr=127.0.0.1");
     let ssl = pg.psql_tcp(BARMAN_USER, Some(PASSWORD), &by_name, ssl_query)?;
     ensure!(ssl == "t", "pg_stat_ssl.ssl = {ssl:?}");
-    if major >= 14 {
-        pg.psql_tcp(BARMAN_USER, Some(PASSWORD), &good, ssl_query).context("verify-full by IP SAN")?;
+    if major >= 15 {
+        pg.psql_tcp(BARMAN_USER, Some(PASSWORD), &good, ssl_query)
+            .context("verify-full by IP SAN")?;
     }
 
-    let wrong = format!("sslmode=verify-full sslrootcert={}", pg.wrong_ca_cert_path().display());
+    let wrong = format!(
+        "sslmode=verify-full sslrootcert={}",
+        pg.wrong_ca_cert_path().display()
+    );
     let err = pg
         .psql_tcp(BARMAN_USER, Some(PASSWORD), &wrong, ssl_query)
         .err()
         .context("verify-full against an unrelated CA succeeded")?;
-    ensure!(format!("{err:#}").contains("certificate verify failed"), "unexpected error: {err:#}");
+    ensure!(
+        format!("{err:#}").contains("certificate verify failed"),
+        "unexpected error: {err:#}"
+    );
 
     let err = pg
         .psql_tcp(BARMAN_USER, Some(PASSWORD), "sslmode=disable", "SELECT 1")
         .err()
         .context("a connection without TLS was accepted")?;
-    ensure!(format!("{err:#}").contains("no pg_hba.conf entry"), "unexpected error: {err:#}");
+    ensure!(
+        format!("{err:#}").contains("no pg_hba.conf entry"),
+        "unexpected error: {err:#}"
+    );
     Ok(())
 });
 
@@ -65,10 +94,20 @@ pg_test!(tls_verify_full, |major| {
 fn check_password_auth(major: u32, auth: AuthMethod, stored_prefix: &str) -> anyhow::Result<()> {
     let pg = Cluster::start(ClusterOptions::new(major).auth(auth))?;
     for user in [BARMAN_USER, STREAMING_USER] {
-        let who = pg.psql_tcp(user, Some(pg.password()), "sslmode=disable", "SELECT current_user")?;
+        let who = pg.psql_tcp(
+            user,
+            Some(pg.password()),
+            "sslmode=disable",
+            "SELECT current_user",
+        )?;
         ensure!(who == user, "connected as {who:?}, not {user}");
         let err = pg
-            .psql_tcp(user, Some("not-the-password"), "sslmode=disable", "SELECT 1")
+            .psql_tcp(
+                user,
+                Some("not-the-password"),
+                "sslmode=disable",
+                "SELECT 1",
+            )
             .err()
             .with_context(|| format!("{user}: a wrong password was accepted"))?;
         ensure!(
@@ -76,16 +115,24 @@ fn check_password_auth(major: u32, auth: AuthMethod, stored_prefix: &str) -> any
             "unexpected error: {err:#}"
         );
         ensure!(
-            pg.psql_tcp(user, None, "sslmode=disable", "SELECT 1").is_err(),
+            pg.psql_tcp(user, None, "sslmode=disable", "SELECT 1")
+                .is_err(),
             "{user}: no password was accepted"
         );
-        let stored = pg.sql(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"))?;
-        ensure!(stored.starts_with(stored_prefix), "{user}: stored password {stored:?}");
+        let stored = pg.sql(&format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"
+        ))?;
+        ensure!(
+            stored.starts_with(stored_prefix),
+            "{user}: stored password {stored:?}"
+        );
     }
     Ok(())
 }
 
-pg_test!(md5_auth, |major| { check_password_auth(major, AuthMethod::Md5, "md5") });
+pg_test!(md5_auth, |major| {
+    check_password_auth(major, AuthMethod::Md5, "md5")
+});
 
 pg_test!(scram_auth, |major| {
     check_password_auth(major, AuthMethod::ScramSha256, "SCRAM-SHA-256$")
@@ -99,11 +146,21 @@ pg_test!(standby_promote, |major| {
     let primary = Cluster::start(ClusterOptions::new(major))?;
     primary.generate_load(100)?;
     let standby = primary.create_standby()?;
-    ensure!(standby.port() != primary.port(), "standby shares the primary's port");
+    ensure!(
+        standby.port() != primary.port(),
+        "standby shares the primary's port"
+    );
     ensure!(standby.in_recovery()?, "standby is not in recovery");
-    ensure!(standby.system_identifier()? == primary.system_identifier()?, "system identifiers differ");
-    ensure!(standby.sql("SELECT count(*) FROM harness_load")? == "100", "standby lacks the rows");
-    let senders = primary.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?;
+    ensure!(
+        standby.system_identifier()? == primary.system_identifier()?,
+        "system identifiers differ"
+    );
+    ensure!(
+        standby.sql("SELECT count(*) FROM harness_load")? == "100",
+        "standby lacks the rows"
+    );
+    let senders =
+        primary.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")?;
     ensure!(senders == "1", "primary has {senders} streaming senders");
 
     let timeline = standby.promote()?;
@@ -116,10 +173,23 @@ pg_test!(standby_promote, |major| {
 });
 
 pg_test!(no_wal_senders, |major| {
-    let pg = Cluster::start(ClusterOptions::new(major).max_wal_senders(0).replication_hba(false))?;
-    ensure!(pg.sql("SHOW max_wal_senders")? == "0", "max_wal_senders is not 0");
-    ensure!(pg.sql("SHOW wal_level")? == "replica", "wal_level is not replica");
-    ensure!(pg.sql("SHOW archive_mode")? == "on", "archive_mode is not on");
+    let pg = Cluster::start(
+        ClusterOptions::new(major)
+            .max_wal_senders(0)
+            .replication_hba(false),
+    )?;
+    ensure!(
+        pg.sql("SHOW max_wal_senders")? == "0",
+        "max_wal_senders is not 0"
+    );
+    ensure!(
+        pg.sql("SHOW wal_level")? == "replica",
+        "wal_level is not replica"
+    );
+    ensure!(
+        pg.sql("SHOW archive_mode")? == "on",
+        "archive_mode is not on"
+    );
     pg.generate_load(10)?;
     pg.switch_wal()?;
     Ok(())
@@ -129,15 +199,37 @@ pg_test!(conf_changes_and_pgbench, |major| {
     let pg = Cluster::start(ClusterOptions::new(major).conf("work_mem", "5MB"))?;
     ensure!(pg.sql("SHOW work_mem")? == "5MB", "extra_conf not applied");
     pg.set_conf("work_mem", "7MB")?; // reload
-    ensure!(pg.sql("SHOW work_mem")? == "7MB", "set_conf with reload not applied");
+    ensure!(
+        pg.sql("SHOW work_mem")? == "7MB",
+        "set_conf with reload not applied"
+    );
     pg.set_conf("max_wal_senders", "4")?; // restart
-    ensure!(pg.sql("SHOW max_wal_senders")? == "4", "set_conf with restart not applied");
+    ensure!(
+        pg.sql("SHOW max_wal_senders")? == "4",
+        "set_conf with restart not applied"
+    );
     pg.stop()?;
     ensure!(pg.sql("SELECT 1").is_err(), "stopped server still answers");
     pg.restart()?;
     pg.pgbench_init(1)?;
     pg.pgbench(2, 20)?;
     pg.checkpoint()?;
-    ensure!(pg.sql("SELECT count(*) FROM pgbench_history")? == "40", "pgbench did not run");
+    ensure!(
+        pg.sql("SELECT count(*) FROM pgbench_history")? == "40",
+        "pgbench did not run"
+    );
+    Ok(())
+});
+
+pg_test!(failed_start_shows_server_log, |major| {
+    let err = Cluster::start(ClusterOptions::new(major).conf("shared_buffers", "lots"))
+        .err()
+        .context("a server with shared_buffers = 'lots' started")?;
+    let text = format!("{err:#}");
+    ensure!(text.contains("last lines of"), "no log tail in: {text}");
+    ensure!(
+        text.contains("shared_buffers"),
+        "log tail does not name the setting: {text}"
+    );
     Ok(())
 });
