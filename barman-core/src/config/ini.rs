@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn good_inputs() {
-        let table: &[(&str, Vec<(String, String, u32)>)] = &[
+        type Row = (String, String, u32);
+        let table: &[(&str, Vec<Row>)] = &[
             ("[s]\na = 1\n", vec![kv("a", "1", 2)]),
             ("[s]\nA: 1\n", vec![kv("a", "1", 2)]),
             ("[s]\na:b = c\n", vec![kv("a", "b = c", 2)]),
