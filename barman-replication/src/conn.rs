@@ -441,7 +441,7 @@ impl Connection {
 
     pub(crate) fn server_error(&self, error: DbError) -> Error {
         let hint = hint_for(&error);
-        Error::Server { target: self.target.clone(), error, hint }
+        Error::Server { target: self.target.clone(), error: Box::new(error), hint }
     }
 
     pub(crate) fn unexpected(&self, what: &str) -> Error {

@@ -106,8 +106,8 @@ pub enum Error {
     Server {
         /// Where.
         target: Target,
-        /// The server's error, with SQLSTATE.
-        error: DbError,
+        /// The server's error, with SQLSTATE (boxed: it is large and errors travel by value).
+        error: Box<DbError>,
         /// Advice of ours for errors with a well-known cause.
         hint: Option<&'static str>,
     },
@@ -171,7 +171,7 @@ impl Error {
     /// The server's error, if that is what this is.
     pub fn db_error(&self) -> Option<&DbError> {
         match self {
-            Error::Server { error, .. } => Some(error),
+            Error::Server { error, .. } => Some(&**error),
             _ => None,
         }
     }

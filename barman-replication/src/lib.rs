@@ -15,9 +15,11 @@ pub mod conn;
 pub mod conninfo;
 pub mod error;
 pub mod pgpass;
+pub mod stream;
 pub mod tls;
 
 pub use commands::{CreatedSlot, IdentifySystem, ReplicationSlot, TimelineHistoryFile};
 pub use conn::{Connection, QueryResult, SessionKind};
 pub use conninfo::{ConnConfig, Host, SslMode};
 pub use error::{Error, Target};
+pub use stream::{StreamEnd, StreamEvent, StreamOptions, WalReceiver, WalStream};

@@ -2,3 +2,4 @@
 //! over the shared harness in `tests/src/`. Each `pg_test!` runs once per major, 13 to 18.
 
 mod connection;
+mod streaming;

@@ -18,6 +18,7 @@
 //! fields, result sets). The replication-only CopyBoth sub-messages live in their own modules.
 
 mod backend;
+pub mod copy_both;
 mod error_fields;
 pub mod frontend;
 
@@ -25,6 +26,7 @@ pub use backend::{
     decode_backend, AuthRequest, BackendMessage, ColumnDescription, CopyFormat, DataRow,
     FrameHeader, ReadyStatus,
 };
+pub use copy_both::{pg_timestamp, StandbyStatusUpdate, WalSenderMessage};
 pub use error_fields::{DbError, Severity};
 pub use frontend::FrontendMessage;
 

@@ -1,0 +1,505 @@
+//! START_REPLICATION: receiving WAL as a physical standby does (reference §4).
+//!
+//! [`WalStream`] is the protocol state, sans I/O: feed it what the server sends with the
+//! current time, take [`StreamEvent`]s out, tell it what was written and what was fsynced, and
+//! poll it for the status updates to send. It never reads a clock or a socket, so every
+//! timing rule is unit-tested with a simulated clock.
+//!
+//! [`WalReceiver`] is the async shell: it drives a [`Connection`] in COPY BOTH mode, sleeps
+//! until the next status update is due, and hands WAL to the caller.
+//!
+//! The one rule that makes RPO = 0 true lives here: the flush position reported to the server
+//! is exactly what the caller passed to [`WalStream::flushed`], which it must call only once
+//! those bytes are fsynced. With `synchronous` set, each flush is reported at once, so a
+//! commit waiting on this receiver is released as soon as, and not before, its WAL is on disk.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{pg_timestamp, BackendMessage, FrontendMessage, StandbyStatusUpdate, WalSenderMessage};
+use crate::commands::validate_slot_name;
+use crate::conn::Connection;
+use crate::error::Error;
+use crate::lsn::{Lsn, TimelineId};
+
+/// How a receiver reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// How often to send a status update unasked (pg_receivewal's `--status-interval`, 10 s).
+    pub status_interval: Duration,
+    /// Report the flush position. Needed to advance a slot and to be a synchronous standby;
+    /// pg_receivewal does it when it uses a slot or runs `--synchronous`.
+    pub report_flush: bool,
+    /// Send a status update as soon as the flush position moves (`--synchronous`).
+    pub synchronous: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { status_interval: Duration::from_secs(10), report_flush: true, synchronous: false }
+    }
+}
+
+/// What the stream produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// WAL bytes starting at `start`, contiguous with the previous event's.
+    WalData {
+        /// LSN of the first byte.
+        start: Lsn,
+        /// The bytes, as in the segment files; they may cross a segment boundary.
+        data: Bytes,
+    },
+    /// The server's COPY ended: see [`StreamEnd`].
+    End(StreamEnd),
+}
+
+/// Why streaming stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The timeline streamed has ended (the client asked for a historic timeline, or the
+    /// server, a standby, was promoted or switched). Continue on `next_tli` from `next_start`
+    /// rounded down to its segment — after fetching that timeline's history file.
+    TimelineEnded {
+        /// The next timeline.
+        next_tli: TimelineId,
+        /// Where it starts.
+        next_start: Lsn,
+    },
+    /// The server is shutting down (it sent `COPY 0` after all WAL was confirmed).
+    ServerShutdown,
+    /// We asked to stop (CopyDone) and the server agreed.
+    Stopped,
+}
+
+/// A rule of the protocol was broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// WAL did not continue where the previous message ended.
+    #[error("WAL data at {got}, expected {expected}: the stream has a gap or an overlap")]
+    Gap {
+        /// Where the next byte should have started.
+        expected: Lsn,
+        /// Where it did.
+        got: Lsn,
+    },
+    /// A CopyData payload was malformed.
+    #[error("malformed replication message: {0}")]
+    Codec(#[from] crate::codec::CodecError),
+}
+
+/// The protocol state of one START_REPLICATION.
+///
+/// Call order: [`feed`](Self::feed) each CopyData payload, then [`written`](Self::written) /
+/// [`flushed`](Self::flushed) as the caller's file catches up, then
+/// [`poll_transmit`](Self::poll_transmit) until it returns false, and sleep until
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct WalStream {
+    opts: StreamOptions,
+    /// The end of the last WAL byte received: where the next XLogData must start.
+    received: Lsn,
+    written: Lsn,
+    flushed: Lsn,
+    /// The flush position last reported.
+    reported_flush: Lsn,
+    server_wal_end: Lsn,
+    reply_now: bool,
+    next_status: Option<Instant>,
+}
+
+impl WalStream {
+    /// A stream that will start at `start` (a segment boundary, by convention).
+    pub fn new(start: Lsn, opts: StreamOptions) -> WalStream {
+        WalStream {
+            opts,
+            received: start,
+            written: start,
+            flushed: start,
+            reported_flush: Lsn::INVALID,
+            server_wal_end: Lsn::INVALID,
+            reply_now: false,
+            next_status: None,
+        }
+    }
+
+    /// Feeds one CopyData payload. Returns the WAL it carried, if any.
+    pub fn feed(&mut self, payload: Bytes, now: Instant) -> Result<Option<StreamEvent>, StreamError> {
+        if self.next_status.is_none() {
+            // The first status goes out at once, so the server learns our position early.
+            self.next_status = Some(now);
+        }
+        match WalSenderMessage::parse(payload)? {
+            WalSenderMessage::XLogData { start, wal_end, data, .. } => {
+                if start != self.received {
+                    return Err(StreamError::Gap { expected: self.received, got: start });
+                }
+                self.server_wal_end = self.server_wal_end.max(wal_end);
+                self.received = Lsn(start.0 + data.len() as u64);
+                Ok((!data.is_empty()).then_some(StreamEvent::WalData { start, data }))
+            }
+            WalSenderMessage::Keepalive { wal_end, reply_requested, .. } => {
+                self.server_wal_end = self.server_wal_end.max(wal_end);
+                self.reply_now |= reply_requested;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The caller has written WAL up to `upto` (not necessarily durable).
+    pub fn written(&mut self, upto: Lsn) {
+        self.written = self.written.max(upto.min(self.received));
+    }
+
+    /// The caller has fsynced WAL up to `upto`. Only call this once those bytes are durable:
+    /// the server will trust it (slot advance, synchronous commit).
+    pub fn flushed(&mut self, upto: Lsn) {
+        self.written(upto);
+        self.flushed = self.flushed.max(upto.min(self.written));
+        if self.opts.synchronous && self.opts.report_flush && self.flushed > self.reported_flush {
+            self.reply_now = true;
+        }
+    }
+
+    /// Where the next WAL byte is expected.
+    pub fn received(&self) -> Lsn {
+        self.received
+    }
+
+    /// The durable position as last told by the caller.
+    pub fn flushed_lsn(&self) -> Lsn {
+        self.flushed
+    }
+
+    /// The server's reported end of WAL.
+    pub fn server_wal_end(&self) -> Lsn {
+        self.server_wal_end
+    }
+
+    /// Appends a status update to `out` (as a CopyData payload) if one is due; returns whether
+    /// it did.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
+        let due = self.reply_now || self.next_status.is_some_and(|t| now >= t);
+        if !due {
+            return false;
+        }
+        let flush = if self.opts.report_flush { self.flushed } else { Lsn::INVALID };
+        StandbyStatusUpdate {
+            write: self.written,
+            flush,
+            apply: Lsn::INVALID,
+            send_time: pg_timestamp(SystemTime::now()),
+            reply_requested: false,
+        }
+        .encode(out);
+        self.reported_flush = flush;
+        self.reply_now = false;
+        self.next_status = Some(now + self.opts.status_interval);
+        true
+    }
+
+    /// When [`poll_transmit`](Self::poll_transmit) will next have something to send.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_status
+    }
+}
+
+/// A START_REPLICATION in progress on a connection.
+#[derive(Debug)]
+pub struct WalReceiver<'c> {
+    conn: &'c mut Connection,
+    state: WalStream,
+    done: bool,
+}
+
+impl Connection {
+    /// START_REPLICATION [SLOT slot] PHYSICAL start [TIMELINE tli]: enters COPY BOTH mode.
+    ///
+    /// Errors found before COPY mode (slot missing or busy) are returned here. Those the server
+    /// finds after entering COPY mode (start ahead of the flush position, WAL already removed:
+    /// it sends `W`, then `E`) come from the first [`WalReceiver::next_event`]. Either way the
+    /// connection stays usable afterwards.
+    pub async fn start_replication(
+        &mut self,
+        slot: Option<&str>,
+        start: Lsn,
+        timeline: Option<TimelineId>,
+        opts: StreamOptions,
+    ) -> Result<WalReceiver<'_>, Error> {
+        let mut cmd = String::from("START_REPLICATION");
+        if let Some(slot) = slot {
+            validate_slot_name(slot).map_err(|what| Error::InvalidResult {
+                target: self.target().clone(),
+                command: "START_REPLICATION".into(),
+                what,
+            })?;
+            cmd.push_str(&format!(" SLOT \"{slot}\""));
+        }
+        cmd.push_str(&format!(" PHYSICAL {start}"));
+        if let Some(tli) = timeline {
+            cmd.push_str(&format!(" TIMELINE {}", tli.0));
+        }
+        self.send_query(&cmd).await?;
+        let mut error = None;
+        loop {
+            match self.next_message().await? {
+                BackendMessage::CopyBothResponse(_) => {
+                    return Ok(WalReceiver { conn: self, state: WalStream::new(start, opts), done: false })
+                }
+                BackendMessage::ErrorResponse(e) => error = Some(e),
+                BackendMessage::ReadyForQuery(_) => {
+                    let e = error.take().ok_or_else(|| self.unexpected("end of START_REPLICATION without COPY"))?;
+                    return Err(self.server_error(e));
+                }
+                // A historic timeline already ended before `start`: the next-timeline result
+                // set arrives without COPY; report it as an immediately ended stream.
+                BackendMessage::RowDescription(_) => {
+                    let mut r = WalReceiver { conn: self, state: WalStream::new(start, opts), done: true };
+                    let end = r.read_end_of_copy().await?;
+                    return Err(Error::Unexpected {
+                        target: r.conn.target().clone(),
+                        what: format!("timeline already ended before {start}: {end:?}"),
+                    });
+                }
+                other => return Err(self.unexpected(&format!("message '{}' after START_REPLICATION", char::from(other.tag())))),
+            }
+        }
+    }
+}
+
+impl WalReceiver<'_> {
+    /// The protocol state (positions received, written, flushed).
+    pub fn state(&self) -> &WalStream {
+        &self.state
+    }
+
+    /// The connection streaming.
+    pub fn connection(&self) -> &Connection {
+        self.conn
+    }
+
+    /// Waits for the next WAL or the end of the stream, sending status updates as they fall
+    /// due. Cancel-safe: dropping the future loses no received byte.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, Error> {
+        loop {
+            self.send_due_status().await?;
+            let deadline = self.state.poll_timeout();
+            let msg = match deadline {
+                Some(at) => {
+                    tokio::select! {
+                        m = self.conn.next_message() => m?,
+                        _ = tokio::time::sleep_until(at.into()) => continue,
+                    }
+                }
+                None => self.conn.next_message().await?,
+            };
+            match msg {
+                BackendMessage::CopyData(payload) => {
+                    let target = self.conn.target().clone();
+                    let event = self
+                        .state
+                        .feed(payload, Instant::now())
+                        .map_err(|e| Error::Unexpected { target, what: e.to_string() })?;
+                    if let Some(e) = event {
+                        return Ok(e);
+                    }
+                }
+                BackendMessage::CopyDone => {
+                    // The server ended the timeline: answer with our CopyDone, then read the
+                    // next-timeline result set.
+                    self.conn.send(&FrontendMessage::CopyDone)?;
+                    self.conn.flush().await?;
+                    let end = self.read_end_of_copy().await?;
+                    self.done = true;
+                    return Ok(StreamEvent::End(end));
+                }
+                BackendMessage::CommandComplete(_) => {
+                    // `COPY 0` without CopyDone: a controlled server shutdown.
+                    self.drain_until_ready().await?;
+                    self.done = true;
+                    return Ok(StreamEvent::End(StreamEnd::ServerShutdown));
+                }
+                BackendMessage::ErrorResponse(e) => {
+                    let err = self.conn.server_error(e);
+                    let _ = self.drain_until_ready().await;
+                    self.done = true;
+                    return Err(err);
+                }
+                other => {
+                    return Err(self.conn.unexpected(&format!("message '{}' while streaming", char::from(other.tag()))))
+                }
+            }
+        }
+    }
+
+    /// The caller wrote WAL up to `upto`.
+    pub fn written(&mut self, upto: Lsn) {
+        self.state.written(upto);
+    }
+
+    /// The caller fsynced WAL up to `upto`; in synchronous mode the server hears of it now.
+    pub async fn flushed(&mut self, upto: Lsn) -> Result<(), Error> {
+        self.state.flushed(upto);
+        self.send_due_status().await
+    }
+
+    /// Sends a final status update, ends COPY mode, and waits for the server to agree.
+    pub async fn stop(mut self) -> Result<StreamEnd, Error> {
+        if self.done {
+            return Ok(StreamEnd::Stopped);
+        }
+        let mut out = BytesMut::new();
+        self.state.reply_now = true;
+        if self.state.poll_transmit(Instant::now(), &mut out) {
+            self.conn.send(&FrontendMessage::CopyData(out.freeze()))?;
+        }
+        self.conn.send(&FrontendMessage::CopyDone)?;
+        self.conn.flush().await?;
+        // WAL that still arrives before the server's CopyDone is dropped, as libpq does.
+        loop {
+            match self.conn.next_message().await? {
+                BackendMessage::CopyData(_) => {}
+                BackendMessage::CopyDone => return self.read_end_of_copy().await.map(|_| StreamEnd::Stopped),
+                BackendMessage::CommandComplete(_) => {
+                    self.drain_until_ready().await?;
+                    return Ok(StreamEnd::Stopped);
+                }
+                BackendMessage::ErrorResponse(e) => return Err(self.conn.server_error(e)),
+                other => {
+                    return Err(self.conn.unexpected(&format!("message '{}' after CopyDone", char::from(other.tag()))))
+                }
+            }
+        }
+    }
+
+    async fn send_due_status(&mut self) -> Result<(), Error> {
+        let mut out = BytesMut::new();
+        if self.state.poll_transmit(Instant::now(), &mut out) {
+            self.conn.send(&FrontendMessage::CopyData(out.freeze()))?;
+            self.conn.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// After COPY: an optional result set (next_tli, next_tli_startpos), command tags, `Z`.
+    async fn read_end_of_copy(&mut self) -> Result<StreamEnd, Error> {
+        let mut next = None;
+        let mut error = None;
+        loop {
+            match self.conn.next_message().await? {
+                BackendMessage::RowDescription(_) | BackendMessage::CommandComplete(_) | BackendMessage::CopyData(_) => {}
+                BackendMessage::DataRow(row) => {
+                    let text = |i: usize| row.values.get(i).and_then(|v| v.as_ref()).and_then(|v| std::str::from_utf8(v).ok());
+                    let tli = text(0).and_then(|t| t.parse::<u32>().ok());
+                    let pos = text(1).and_then(|p| p.parse::<Lsn>().ok());
+                    match (tli, pos) {
+                        (Some(t), Some(p)) => next = Some((TimelineId(t), p)),
+                        _ => return Err(self.conn.unexpected("malformed next-timeline row")),
+                    }
+                }
+                BackendMessage::ErrorResponse(e) => error = Some(e),
+                BackendMessage::ReadyForQuery(_) => break,
+                other => {
+                    return Err(self.conn.unexpected(&format!("message '{}' at the end of streaming", char::from(other.tag()))))
+                }
+            }
+        }
+        if let Some(e) = error {
+            return Err(self.conn.server_error(e));
+        }
+        Ok(match next {
+            Some((next_tli, next_start)) => StreamEnd::TimelineEnded { next_tli, next_start },
+            None => StreamEnd::Stopped,
+        })
+    }
+
+    async fn drain_until_ready(&mut self) -> Result<(), Error> {
+        loop {
+            if let BackendMessage::ReadyForQuery(_) = self.conn.next_message().await? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xlog(start: u64, data: &[u8]) -> Bytes {
+        let mut out = BytesMut::new();
+        WalSenderMessage::XLogData { start: Lsn(start), wal_end: Lsn(start + data.len() as u64), send_time: 0, data: Bytes::copy_from_slice(data) }
+            .encode(&mut out);
+        out.freeze()
+    }
+
+    fn keepalive(reply: bool) -> Bytes {
+        let mut out = BytesMut::new();
+        WalSenderMessage::Keepalive { wal_end: Lsn(0), send_time: 0, reply_requested: reply }.encode(&mut out);
+        out.freeze()
+    }
+
+    fn status(out: &BytesMut) -> StandbyStatusUpdate {
+        StandbyStatusUpdate::parse(out).unwrap()
+    }
+
+    #[test]
+    fn contiguous_wal_and_gaps() {
+        let t0 = Instant::now();
+        let mut s = WalStream::new(Lsn(0x100), StreamOptions::default());
+        assert_eq!(s.feed(xlog(0x100, b"abc"), t0).unwrap(), Some(StreamEvent::WalData { start: Lsn(0x100), data: Bytes::from_static(b"abc") }));
+        assert_eq!(s.received(), Lsn(0x103));
+        assert_eq!(s.feed(xlog(0x105, b"x"), t0), Err(StreamError::Gap { expected: Lsn(0x103), got: Lsn(0x105) }));
+        assert_eq!(s.feed(xlog(0x103, b""), t0).unwrap(), None);
+    }
+
+    #[test]
+    fn flush_is_reported_only_after_flushed_and_never_beyond_received() {
+        let t0 = Instant::now();
+        let mut s = WalStream::new(Lsn(0), StreamOptions::default());
+        s.feed(xlog(0, &[0; 100]), t0).unwrap();
+        s.written(Lsn(100));
+        let mut out = BytesMut::new();
+        assert!(s.poll_transmit(t0, &mut out), "first status goes out at once");
+        assert_eq!((status(&out).write, status(&out).flush), (Lsn(100), Lsn(0)));
+        // Claims past what was received are clamped.
+        s.flushed(Lsn(1000));
+        out.clear();
+        assert!(!s.poll_transmit(t0 + Duration::from_secs(1), &mut out), "not synchronous: waits for the interval");
+        assert!(s.poll_transmit(t0 + Duration::from_secs(10), &mut out));
+        assert_eq!(status(&out).flush, Lsn(100));
+        assert_eq!(status(&out).apply, Lsn(0));
+    }
+
+    #[test]
+    fn synchronous_reports_each_flush_at_once() {
+        let t0 = Instant::now();
+        let mut s = WalStream::new(Lsn(0), StreamOptions { synchronous: true, ..Default::default() });
+        s.feed(xlog(0, &[0; 10]), t0).unwrap();
+        let mut out = BytesMut::new();
+        assert!(s.poll_transmit(t0, &mut out));
+        out.clear();
+        assert!(!s.poll_transmit(t0, &mut out));
+        s.written(Lsn(10));
+        assert!(!s.poll_transmit(t0, &mut out), "written but not flushed: nothing to tell yet");
+        s.flushed(Lsn(10));
+        assert!(s.poll_transmit(t0, &mut out));
+        assert_eq!(status(&out).flush, Lsn(10));
+    }
+
+    #[test]
+    fn keepalive_reply_and_no_flush_reporting() {
+        let t0 = Instant::now();
+        let mut s = WalStream::new(Lsn(0), StreamOptions { report_flush: false, ..Default::default() });
+        s.feed(keepalive(false), t0).unwrap();
+        let mut out = BytesMut::new();
+        assert!(s.poll_transmit(t0, &mut out));
+        out.clear();
+        s.feed(keepalive(true), t0 + Duration::from_secs(1)).unwrap();
+        assert!(s.poll_transmit(t0 + Duration::from_secs(1), &mut out), "reply requested");
+        s.flushed(Lsn(0));
+        assert_eq!(status(&out).flush, Lsn(0), "flush not reported without report_flush");
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+    }
+}
