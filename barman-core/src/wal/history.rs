@@ -39,7 +39,11 @@ impl TimelineHistory {
         let mut entries: Vec<HistoryEntry> = Vec::new();
         for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
             let line = index + 1;
-            let syntax = |hint| HistoryError::Syntax { timeline, line, hint };
+            let syntax = |hint| HistoryError::Syntax {
+                timeline,
+                line,
+                hint,
+            };
             let trimmed = raw.trim_ascii_start();
             if trimmed.is_empty() || trimmed[0] == b'#' {
                 continue;
@@ -48,7 +52,9 @@ impl TimelineHistory {
             let parent = parse_radix(parent, 10).ok_or(syntax(HistoryHint::Timeline))?;
             let rest = rest.trim_ascii_start();
             let (hi, rest) = take_while(rest, |b| b.is_ascii_hexdigit());
-            let rest = rest.strip_prefix(b"/").ok_or(syntax(HistoryHint::Switchpoint))?;
+            let rest = rest
+                .strip_prefix(b"/")
+                .ok_or(syntax(HistoryHint::Switchpoint))?;
             let (lo, rest) = take_while(rest, |b| b.is_ascii_hexdigit());
             let (Some(hi), Some(lo)) = (parse_radix(hi, 16), parse_radix(lo, 16)) else {
                 return Err(syntax(HistoryHint::Switchpoint));
@@ -56,7 +62,11 @@ impl TimelineHistory {
             let parent = TimelineId(parent);
             if let Some(last) = entries.last() {
                 if parent <= last.parent {
-                    return Err(HistoryError::NotIncreasing { timeline, line, parent });
+                    return Err(HistoryError::NotIncreasing {
+                        timeline,
+                        line,
+                        parent,
+                    });
                 }
             }
             let reason = String::from_utf8_lossy(rest.trim_ascii()).into_owned();
@@ -68,7 +78,10 @@ impl TimelineHistory {
         }
         if let Some(last) = entries.last() {
             if last.parent >= timeline {
-                return Err(HistoryError::NotBelowChild { timeline, parent: last.parent });
+                return Err(HistoryError::NotBelowChild {
+                    timeline,
+                    parent: last.parent,
+                });
             }
         }
         Ok(TimelineHistory { timeline, entries })
@@ -95,7 +108,10 @@ impl TimelineHistory {
     /// Where `tli` ended in this ancestry: `Some(switchpoint)` for an ancestor, `None` for
     /// this timeline itself and for timelines not in the ancestry.
     pub fn switchpoint_of(&self, tli: TimelineId) -> Option<Lsn> {
-        self.entries.iter().find(|e| e.parent == tli).map(|e| e.switchpoint)
+        self.entries
+            .iter()
+            .find(|e| e.parent == tli)
+            .map(|e| e.switchpoint)
     }
 
     /// Whether `tli` is this timeline or one of its ancestors.
@@ -185,8 +201,11 @@ mod tests {
     #[test]
     fn real_file() {
         // As written by PostgreSQL 16 at the end of archive recovery (testdata/wal/16).
-        let h = TimelineHistory::parse(TimelineId(2), b"1\t0/B03588\tno recovery target specified\n")
-            .unwrap();
+        let h = TimelineHistory::parse(
+            TimelineId(2),
+            b"1\t0/B03588\tno recovery target specified\n",
+        )
+        .unwrap();
         assert_eq!(
             h.entries(),
             [HistoryEntry {
@@ -198,7 +217,9 @@ mod tests {
         assert_eq!(h.timeline_at(Lsn(0xB03587)), TimelineId(1));
         assert_eq!(h.timeline_at(Lsn(0xB03588)), TimelineId(2));
         assert_eq!(h.switchpoint_of(TimelineId(1)), Some(Lsn(0xB03588)));
-        assert!(h.contains(TimelineId(1)) && h.contains(TimelineId(2)) && !h.contains(TimelineId(3)));
+        assert!(
+            h.contains(TimelineId(1)) && h.contains(TimelineId(2)) && !h.contains(TimelineId(3))
+        );
         assert_eq!(h.to_string(), "1\t0/B03588\tno recovery target specified\n");
     }
 
@@ -207,13 +228,20 @@ mod tests {
         let text = b"# comment\n\n1\t0/50001C0\tno recovery target specified\n\n  \t\n\
                      2 0/6000000\r\n   # indented comment\n4\t1/A\tbefore 2000-01-01 00:00:00+00\n";
         let h = TimelineHistory::parse(TimelineId(5), text).unwrap();
-        let got: Vec<_> = h.entries().iter().map(|e| (e.parent.0, e.switchpoint.0)).collect();
+        let got: Vec<_> = h
+            .entries()
+            .iter()
+            .map(|e| (e.parent.0, e.switchpoint.0))
+            .collect();
         assert_eq!(got, [(1, 0x50001C0), (2, 0x6000000), (4, 0x1_0000_000A)]);
         assert_eq!(h.entries()[1].reason, "");
         assert_eq!(h.timeline_at(Lsn(0)), TimelineId(1));
         assert_eq!(h.timeline_at(Lsn(0x6000000)), TimelineId(4));
         assert_eq!(h.timeline_at(Lsn(u64::MAX)), TimelineId(5));
-        assert!(TimelineHistory::parse(TimelineId(1), b"").unwrap().entries().is_empty());
+        assert!(TimelineHistory::parse(TimelineId(1), b"")
+            .unwrap()
+            .entries()
+            .is_empty());
     }
 
     #[test]
@@ -221,23 +249,42 @@ mod tests {
         let cases: [(&[u8], HistoryError); 5] = [
             (
                 b"1\t0/1\tx\nabc\n",
-                HistoryError::Syntax { timeline: TimelineId(3), line: 2, hint: HistoryHint::Timeline },
+                HistoryError::Syntax {
+                    timeline: TimelineId(3),
+                    line: 2,
+                    hint: HistoryHint::Timeline,
+                },
             ),
             (
                 b"\n\n1\t0-1\n",
-                HistoryError::Syntax { timeline: TimelineId(3), line: 3, hint: HistoryHint::Switchpoint },
+                HistoryError::Syntax {
+                    timeline: TimelineId(3),
+                    line: 3,
+                    hint: HistoryHint::Switchpoint,
+                },
             ),
             (
                 b"1\n",
-                HistoryError::Syntax { timeline: TimelineId(3), line: 1, hint: HistoryHint::Switchpoint },
+                HistoryError::Syntax {
+                    timeline: TimelineId(3),
+                    line: 1,
+                    hint: HistoryHint::Switchpoint,
+                },
             ),
             (
                 b"2\t0/1\tx\n1\t0/2\ty\n",
-                HistoryError::NotIncreasing { timeline: TimelineId(3), line: 2, parent: TimelineId(1) },
+                HistoryError::NotIncreasing {
+                    timeline: TimelineId(3),
+                    line: 2,
+                    parent: TimelineId(1),
+                },
             ),
             (
                 b"1\t0/1\tx\n3\t0/2\ty\n",
-                HistoryError::NotBelowChild { timeline: TimelineId(3), parent: TimelineId(3) },
+                HistoryError::NotBelowChild {
+                    timeline: TimelineId(3),
+                    parent: TimelineId(3),
+                },
             ),
         ];
         for (text, want) in cases {

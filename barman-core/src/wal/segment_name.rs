@@ -78,14 +78,23 @@ impl WalSegmentName {
     /// The segment of timeline `timeline` holding the byte at `lsn`.
     ///
     /// To name the segment holding the *end* of a record, pass `end - 1` (reference §5.1).
-    ///
-    /// # Panics
-    ///
-    /// Panics when `timeline` is 0, which names no timeline.
-    pub fn from_lsn(timeline: TimelineId, lsn: Lsn, size: WalSegmentSize) -> Self {
-        assert!(timeline.0 != 0, "timeline 0 does not exist");
-        WalSegmentName {
+    /// Fails only for timeline 0, which names no timeline.
+    pub fn from_lsn(
+        timeline: TimelineId,
+        lsn: Lsn,
+        size: WalSegmentSize,
+    ) -> Result<Self, WalNameError> {
+        Self::new(
             timeline,
+            (lsn.0 >> 32) as u32,
+            ((lsn.0 & 0xFFFF_FFFF) / size.bytes()) as u32,
+        )
+    }
+
+    /// The segment holding `lsn` on this name's timeline (already known to exist).
+    fn at_lsn(self, lsn: Lsn, size: WalSegmentSize) -> Self {
+        WalSegmentName {
+            timeline: self.timeline,
             log: (lsn.0 >> 32) as u32,
             seg: ((lsn.0 & 0xFFFF_FFFF) / size.bytes()) as u32,
         }
@@ -131,7 +140,7 @@ impl WalSegmentName {
     /// or when this name is invalid at this size.
     pub fn next(self, size: WalSegmentSize) -> Option<Self> {
         let end = self.end_lsn(size).ok()??;
-        Some(Self::from_lsn(self.timeline, end, size))
+        Some(self.at_lsn(end, size))
     }
 
     /// The preceding segment on the same timeline; `None` before the first segment or when this
@@ -139,7 +148,7 @@ impl WalSegmentName {
     pub fn prev(self, size: WalSegmentSize) -> Option<Self> {
         let start = self.start_lsn(size).ok()?;
         let prev = start.0.checked_sub(size.bytes())?;
-        Some(Self::from_lsn(self.timeline, Lsn(prev), size))
+        Some(self.at_lsn(Lsn(prev), size))
     }
 
     /// The same position on another timeline (as when a new timeline's first segment repeats
@@ -331,25 +340,37 @@ mod tests {
             (7, 0xC000_0000, 1024, "000000070000000000000003"),
         ];
         for (tli, lsn, mb, text) in cases {
-            let name = WalSegmentName::from_lsn(TimelineId(tli), Lsn(lsn), size(mb));
+            let name = WalSegmentName::from_lsn(TimelineId(tli), Lsn(lsn), size(mb)).unwrap();
             assert_eq!(name.to_string(), text);
             assert_eq!(text.parse::<WalSegmentName>().unwrap(), name);
             let start = name.start_lsn(size(mb)).unwrap();
             assert_eq!(start, Lsn(lsn).segment_start(size(mb).bytes()));
         }
-        let last = "0000000100000000000000FF".parse::<WalSegmentName>().unwrap();
-        assert_eq!(last.next(size(16)).unwrap().to_string(), "000000010000000100000000");
+        let last = "0000000100000000000000FF"
+            .parse::<WalSegmentName>()
+            .unwrap();
         assert_eq!(
-            last.next(size(16)).unwrap().prev(size(16)).unwrap(),
-            last
+            last.next(size(16)).unwrap().to_string(),
+            "000000010000000100000000"
         );
+        assert_eq!(last.next(size(16)).unwrap().prev(size(16)).unwrap(), last);
         assert_eq!(last.hash_dir(), "0000000100000000");
-        let first = "000000010000000000000000".parse::<WalSegmentName>().unwrap();
+        assert_eq!(
+            WalSegmentName::from_lsn(TimelineId(0), Lsn(0), size(16)),
+            Err(WalNameError::TimelineZero)
+        );
+        let first = "000000010000000000000000"
+            .parse::<WalSegmentName>()
+            .unwrap();
         assert_eq!(first.prev(size(16)), None);
-        let end = "00000001FFFFFFFF000000FF".parse::<WalSegmentName>().unwrap();
+        let end = "00000001FFFFFFFF000000FF"
+            .parse::<WalSegmentName>()
+            .unwrap();
         assert_eq!(end.next(size(16)), None);
         // 0x100 exists with 1 MiB segments but not with 16 MiB ones.
-        let n = "000000010000000000000100".parse::<WalSegmentName>().unwrap();
+        let n = "000000010000000000000100"
+            .parse::<WalSegmentName>()
+            .unwrap();
         assert!(n.start_lsn(size(1)).is_ok());
         assert!(matches!(
             n.start_lsn(size(16)),
@@ -363,10 +384,16 @@ mod tests {
         let seg = WalSegmentName::new(TimelineId(1), 0, 2).unwrap();
         let good = [
             ("000000010000000000000002", WalFileName::Segment(seg)),
-            ("000000010000000000000002.partial", WalFileName::Partial(seg)),
+            (
+                "000000010000000000000002.partial",
+                WalFileName::Partial(seg),
+            ),
             (
                 "000000010000000000000002.00000028.backup",
-                WalFileName::Backup { segment: seg, offset: 0x28 },
+                WalFileName::Backup {
+                    segment: seg,
+                    offset: 0x28,
+                },
             ),
             ("00000002.history", WalFileName::History(TimelineId(2))),
             ("0000000A.history", WalFileName::History(TimelineId(10))),
@@ -419,12 +446,12 @@ mod tests {
             #[test]
             fn name_lsn_round_trip(tli in 1u32.., lsn: u64, shift in 20u32..=30) {
                 let size = WalSegmentSize::new(1 << shift).unwrap();
-                let name = WalSegmentName::from_lsn(TimelineId(tli), Lsn(lsn), size);
+                let name = WalSegmentName::from_lsn(TimelineId(tli), Lsn(lsn), size).unwrap();
                 let parsed: WalSegmentName = name.to_string().parse().unwrap();
                 prop_assert_eq!(parsed, name);
                 let start = name.start_lsn(size).unwrap();
                 prop_assert_eq!(start, Lsn(lsn).segment_start(size.bytes()));
-                prop_assert_eq!(WalSegmentName::from_lsn(TimelineId(tli), start, size), name);
+                prop_assert_eq!(WalSegmentName::from_lsn(TimelineId(tli), start, size), Ok(name));
                 if let Some(next) = name.next(size) {
                     prop_assert_eq!(next.start_lsn(size).unwrap().0, start.0 + size.bytes());
                     prop_assert_eq!(next.prev(size), Some(name));

@@ -59,6 +59,7 @@ as_pg "$bin/pg_ctl" -s -D "$work/data" -m immediate stop
 as_pg touch "$work/data/recovery.signal"
 echo "restore_command = 'cp $work/archive/%f %p'" | as_pg tee -a "$work/data/postgresql.conf" >/dev/null
 as_pg "$bin/pg_ctl" -s -D "$work/data" -l "$work/log" -w start
+until [ "$(psql -c 'select pg_is_in_recovery()')" = f ]; do sleep 0.2; done
 psql -c "insert into t values (-2, 'on timeline 2')"
 psql -c "select pg_switch_wal()" >/dev/null
 sleep 2
