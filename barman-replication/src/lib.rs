@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod basebackup;
 pub mod codec;
 pub mod lsn;
 
@@ -18,6 +19,7 @@ pub mod pgpass;
 pub mod stream;
 pub mod tls;
 
+pub use basebackup::{BaseBackupEvent, BaseBackupOptions, BaseBackupReader, TablespaceEntry};
 pub use commands::{CreatedSlot, IdentifySystem, ReplicationSlot, TimelineHistoryFile};
 pub use conn::{Connection, QueryResult, SessionKind};
 pub use conninfo::{ConnConfig, Host, SslMode};

@@ -1,5 +1,6 @@
 //! End-to-end tests of barman-rs against real PostgreSQL clusters, one binary of topic modules
 //! over the shared harness in `tests/src/`. Each `pg_test!` runs once per major, 13 to 18.
 
+mod basebackup;
 mod connection;
 mod streaming;
