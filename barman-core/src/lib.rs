@@ -6,4 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod receive_wal;
+pub mod storage;
 pub mod wal;

@@ -3,4 +3,5 @@
 
 mod basebackup;
 mod connection;
+mod receive_wal;
 mod streaming;
