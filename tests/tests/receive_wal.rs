@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use barman_core::receive_wal::{run, ReceiverNotice, ReceiverSettings};
 use barman_replication::{ConnConfig, Connection, Lsn, SessionKind};
 use barman_tests::{pg_test, Cluster, ClusterOptions, STREAMING_USER};
