@@ -5,7 +5,10 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod config;
+pub mod diagnostics;
+pub mod output;
 pub mod receive_wal;
 pub mod storage;
 pub mod wal;

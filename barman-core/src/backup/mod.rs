@@ -1,0 +1,8 @@
+//! Taking backups: the streaming executor (`backup_method = postgres`) and the pieces it is
+//! built from.
+//!
+//! * [`tar_stream`] reads the tar archives BASE_BACKUP sends, without buffering files.
+//! * [`extract`] writes one out as a plain directory tree, durably and safely.
+
+pub mod extract;
+pub mod tar_stream;
