@@ -3,6 +3,8 @@
 //!
 //! * [`tar_stream`] reads the tar archives BASE_BACKUP sends, without buffering files.
 //! * [`extract`] writes one out as a plain directory tree, durably and safely.
+//! * [`streaming`] takes a whole backup into the catalog (`backup_method = postgres`).
 
 pub mod extract;
+pub mod streaming;
 pub mod tar_stream;

@@ -7,6 +7,7 @@
 //! block: file data passes through as slices of the caller's chunk, so memory stays flat
 //! whatever the file sizes.
 //!
+//! A leading `./` is dropped (PostgreSQL writes `./pg_wal/archive_status` that way).
 //! Everything is checked: the header checksum, the numeric fields, the entry type (regular,
 //! directory, symlink; anything else is refused), and names are handed out as received for
 //! the caller to check with `storage::safe_join` before they touch a filesystem.
@@ -212,6 +213,10 @@ fn parse_header(h: &[u8], offset: u64) -> Result<TarEntry, TarError> {
     let mut path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
     while path.ends_with('/') {
         path.pop();
+    }
+    // Some servers write `./pg_wal/archive_status` (basebackup.c names it literally).
+    while let Some(rest) = path.strip_prefix("./") {
+        path = rest.to_owned();
     }
     if path.is_empty() {
         return Err(bad("empty name".into()));

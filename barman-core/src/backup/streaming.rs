@@ -1,0 +1,477 @@
+//! `backup_method = postgres`: a base backup over barman-rs's own BASE_BACKUP client, written
+//! straight into the catalog as Barman lays it out (formats §1.3, §1.5) — no pg_basebackup.
+//!
+//! The life of a backup, as Barman's `PostgresBackupExecutor`:
+//!
+//! 1. take `.<server>-backup.lock`; pick the ID (local time, `%Y%m%dT%H%M%S`); write
+//!    `meta/<ID>-backup.info` with status `STARTED`;
+//! 2. read the facts Barman records from a normal session (`data_directory`, config files,
+//!    `server_version_num`, tablespaces, `cluster_size`, `CURRENT_TIMESTAMP` as `begin_time`);
+//! 3. BASE_BACKUP (label `barman_<ID>`, manifest with SHA256 checksums) on the streaming
+//!    connection: `base.tar` extracted into `base/<ID>/data/`, each tablespace's archive into
+//!    `base/<ID>/<oid>/` with `data/pg_tblspc/<oid>` pointing there, the manifest as
+//!    `data/backup_manifest` — every file fsynced;
+//! 4. record the end (`pg_current_wal_lsn()` right after the copy, as Barman does), the
+//!    begin fields from `backup_label`, sizes and copy statistics;
+//! 5. status `WAITING_FOR_WALS` until the WAL up to `end_wal` is archived, then `DONE`.
+//!
+//! Any failure leaves the backup `FAILED` with `error=failure <phase> (<reason>)`, files kept.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use barman_replication::{BaseBackupEvent, BaseBackupOptions, ConnConfig, Connection, Lsn, SessionKind, TimelineId};
+
+use crate::catalog::{
+    BackupId, BackupInfo, BackupStatus, BarmanTimestamp, CatalogError, LockKind, PyValue, ServerCatalog,
+    ServerIdentity, Tablespace,
+};
+use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
+use crate::storage::StorageError;
+use crate::wal::{WalSegmentName, WalSegmentSize};
+
+use super::extract::{ExtractError, PlainExtractor};
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct StreamingBackupRequest {
+    /// The server's name.
+    pub server: String,
+    /// `conninfo`: a normal session for the facts.
+    pub conninfo: String,
+    /// `streaming_conninfo`: the replication session that streams the backup.
+    pub streaming_conninfo: String,
+    /// `streaming_backup_name`: the application name of the streaming session.
+    pub application_name: String,
+    /// The catalog to write into.
+    pub catalog: ServerCatalog,
+    /// `backup --name`.
+    pub name: Option<String>,
+    /// `immediate_checkpoint` (or the command-line override).
+    pub immediate_checkpoint: bool,
+    /// `bandwidth_limit` in kB/s.
+    pub bandwidth_limit: Option<u32>,
+}
+
+/// Progress worth telling the operator, in Barman's words (the CLI renders them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackupNotice {
+    /// `Starting backup using postgres method for server pg in <dir>`.
+    Starting {
+        /// The backup's ID.
+        id: BackupId,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// `Backup start at LSN: 0/4000000 (000000010000000000000003, 00000000)`.
+    StartLsn {
+        /// The position.
+        lsn: Lsn,
+        /// Its WAL file.
+        wal: WalSegmentName,
+        /// Offset in it.
+        offset: u64,
+    },
+    /// `Starting backup copy via pg_basebackup for <ID>` (ours: native streaming).
+    CopyStarted(BackupId),
+    /// `Copy done (time: N seconds)`.
+    CopyDone {
+        /// Seconds.
+        seconds: f64,
+    },
+    /// `Backup end at LSN: ...`.
+    EndLsn {
+        /// The position.
+        lsn: Lsn,
+        /// Its WAL file.
+        wal: WalSegmentName,
+        /// Offset in it.
+        offset: u64,
+    },
+}
+
+/// A backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Another backup (or delete) of this server is running.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A file operation failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The connection string is malformed.
+    #[error(transparent)]
+    Conninfo(#[from] barman_replication::conninfo::ConninfoError),
+    /// The server or the connection failed.
+    #[error(transparent)]
+    Connection(#[from] barman_replication::Error),
+    /// The backup stream could not be written out.
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    /// The server answered something barman-rs cannot use.
+    #[error("{0}")]
+    Invalid(String),
+    /// The server is not the one this catalog belongs to.
+    #[error("the server's system identifier {found} differs from the catalog's {expected} (identity.json)")]
+    ForeignSystem {
+        /// identity.json's.
+        expected: String,
+        /// The server's.
+        found: String,
+    },
+    /// A backup ran and failed; its backup.info says FAILED with the reason.
+    #[error("backup {id} failed: {reason}")]
+    Failed {
+        /// The backup.
+        id: BackupId,
+        /// Barman's `error=` text.
+        reason: String,
+    },
+}
+
+/// The facts recorded at the start, from a normal session.
+struct ServerFacts {
+    pgdata: String,
+    config_file: String,
+    hba_file: String,
+    ident_file: String,
+    version: u32,
+    data_checksums: String,
+    summarize_wal: Option<String>,
+    begin_time: BarmanTimestamp,
+    cluster_size: Option<u64>,
+    tablespaces: Vec<Tablespace>,
+    included_files: Vec<String>,
+    segment_size: WalSegmentSize,
+}
+
+/// The local wall-clock time now, for the backup ID (Barman uses the host's zone).
+fn local_now() -> Result<time::PrimitiveDateTime, BackupError> {
+    let now = chrono::Local::now().naive_local();
+    let s = now.format("%Y%m%dT%H%M%S").to_string();
+    let id: BackupId = s.parse()?;
+    id.to_datetime().ok_or_else(|| BackupError::Invalid(format!("local time {s} is not a valid backup ID")))
+}
+
+/// Runs one streaming backup. On success the backup is `DONE` or `WAITING_FOR_WALS`; on
+/// failure after the ID was chosen it is `FAILED` and [`BackupError::Failed`] says why.
+pub async fn take_streaming_backup(
+    req: &StreamingBackupRequest,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<BackupInfo, BackupError> {
+    let _lock = req.catalog.lock(LockKind::ServerBackup)?;
+    req.catalog.create_skeleton()?;
+    let mut id = BackupId::from_datetime(local_now()?)?;
+    // Two backups in the same second: wait for the next one rather than reuse an ID.
+    while req.catalog.backup_info_path(id).exists() || req.catalog.backup_dir(id).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        id = BackupId::from_datetime(local_now()?)?;
+    }
+    let mut info = BackupInfo::new(id);
+    info.server_name = Some(req.server.clone());
+    info.backup_name = req.name.clone();
+    info.mode = Some("postgres".into());
+    info.status = BackupStatus::Started;
+    info.write(&req.catalog)?;
+    notify(BackupNotice::Starting { id, dir: req.catalog.backup_dir(id) });
+
+    let started = Instant::now();
+    let mut phase = "starting backup";
+    match run(req, &mut info, &mut phase, started, notify).await {
+        Ok(()) => Ok(info),
+        Err(e) => {
+            let reason = format!("failure {phase} ({})", first_line(&error_chain(&e)));
+            info.status = BackupStatus::Failed;
+            info.error = Some(reason.clone());
+            info.write(&req.catalog)?;
+            Err(BackupError::Failed { id, reason })
+        }
+    }
+}
+
+async fn run(
+    req: &StreamingBackupRequest,
+    info: &mut BackupInfo,
+    phase: &mut &'static str,
+    started: Instant,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<(), BackupError> {
+    let id = info.backup_id;
+    let mut sql = Connection::connect(&req.conninfo.parse()?, SessionKind::Normal).await?;
+    let facts = read_facts(&mut sql).await?;
+    let mut stream_cfg: ConnConfig = req.streaming_conninfo.parse()?;
+    stream_cfg.application_name = Some(req.application_name.clone());
+    let mut repl = Connection::connect(&stream_cfg, SessionKind::Physical).await?;
+    let sys = repl.identify_system().await?;
+
+    let identity_path = req.catalog.identity_path();
+    match ServerIdentity::read(&identity_path)? {
+        Some(known) if known.systemid != sys.system_id => {
+            return Err(BackupError::ForeignSystem { expected: known.systemid.to_string(), found: sys.system_id.to_string() })
+        }
+        Some(_) => {}
+        None => {
+            let identity = ServerIdentity { systemid: sys.system_id, version: (facts.version / 10000).to_string(), extra: Default::default() };
+            identity.write_if_missing(&identity_path)?;
+        }
+    }
+    info.systemid = Some(sys.system_id);
+    info.version = Some(facts.version);
+    info.pgdata = Some(facts.pgdata.clone());
+    info.config_file = Some(facts.config_file.clone());
+    info.hba_file = Some(facts.hba_file.clone());
+    info.ident_file = Some(facts.ident_file.clone());
+    info.data_checksums = Some(facts.data_checksums.clone());
+    info.summarize_wal = facts.summarize_wal.clone();
+    info.begin_time = Some(facts.begin_time);
+    info.cluster_size = facts.cluster_size;
+    info.tablespaces = (!facts.tablespaces.is_empty()).then(|| facts.tablespaces.clone());
+    info.included_files = (!facts.included_files.is_empty()).then(|| facts.included_files.clone());
+    info.xlog_segment_size = Some(facts.segment_size);
+    info.write(&req.catalog)?;
+
+    let seg = facts.segment_size.bytes();
+    let current: Lsn = sql_one(&mut sql, "SELECT pg_current_wal_lsn()").await?.parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
+    notify(BackupNotice::StartLsn { lsn: current, wal: segment_of(sys.timeline, current, facts.segment_size)?, offset: current.0 % seg });
+
+    *phase = "copying files";
+    notify(BackupNotice::CopyStarted(id));
+    let backup_dir = req.catalog.backup_dir(id);
+    let data_dir = req.catalog.backup_data_dir(id);
+    let links: BTreeMap<String, PathBuf> =
+        facts.tablespaces.iter().map(|t| (t.oid.to_string(), backup_dir.join(t.oid.to_string()))).collect();
+    let opts = BaseBackupOptions {
+        label: format!("barman_{id}"),
+        progress: true,
+        fast_checkpoint: req.immediate_checkpoint,
+        wal: false,
+        wait: true,
+        max_rate: req.bandwidth_limit,
+        tablespace_map: false,
+        manifest: true,
+        manifest_checksums: Some("SHA256".into()),
+        verify_checksums: true,
+        compression: None,
+    };
+    let copy_start = Instant::now();
+    let mut extractor: Option<PlainExtractor> = None;
+    let mut manifest: Vec<u8> = Vec::new();
+    let mut backup_start: Option<(Lsn, TimelineId)> = None;
+    {
+        let mut reader = repl.base_backup(&opts).await?;
+        while let Some(event) = reader.next_event().await? {
+            match event {
+                BaseBackupEvent::Started { lsn, timeline } => backup_start = Some((lsn, timeline)),
+                BaseBackupEvent::Tablespaces(_) | BaseBackupEvent::Progress(_) | BaseBackupEvent::Finished { .. } => {}
+                BaseBackupEvent::ArchiveStart { name, .. } => {
+                    let target = match name.as_str() {
+                        "base.tar" => data_dir.clone(),
+                        other => match other.strip_suffix(".tar").filter(|o| links.contains_key(*o)) {
+                            Some(oid) => backup_dir.join(oid),
+                            None => return Err(BackupError::Invalid(format!("unexpected archive {other:?} from the server"))),
+                        },
+                    };
+                    extractor = Some(PlainExtractor::new(&target, links.clone())?);
+                }
+                BaseBackupEvent::ArchiveData(d) => {
+                    extractor.as_mut().ok_or_else(|| BackupError::Invalid("archive data outside an archive".into()))?.feed(&d)?
+                }
+                BaseBackupEvent::ArchiveEnd => {
+                    extractor.take().ok_or_else(|| BackupError::Invalid("archive end outside an archive".into()))?.finish()?;
+                }
+                BaseBackupEvent::ManifestStart | BaseBackupEvent::ManifestEnd => {}
+                BaseBackupEvent::ManifestData(d) => manifest.extend_from_slice(&d),
+            }
+        }
+    }
+    repl.close().await?;
+    atomic_write(&data_dir.join("backup_manifest"), &manifest, FILE_MODE)?;
+    fsync_dir(&backup_dir)?;
+    let copy_time = copy_start.elapsed().as_secs_f64();
+    notify(BackupNotice::CopyDone { seconds: copy_time });
+
+    *phase = "finalising the backup";
+    let row = sql_row(&mut sql, "SELECT CURRENT_TIMESTAMP, pg_current_wal_lsn(), file_name, file_offset FROM pg_walfile_name_offset(pg_current_wal_lsn())").await?;
+    sql.close().await?;
+    let end_time: BarmanTimestamp = parse_pg_timestamp(&row[0])?;
+    let end_xlog: Lsn = row[1].parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
+    let end_wal: WalSegmentName = row[2].parse().map_err(|e| BackupError::Invalid(format!("end WAL {}: {e}", row[2])))?;
+    info.end_time = Some(end_time);
+    info.end_xlog = Some(end_xlog);
+    info.end_wal = Some(end_wal);
+    info.end_offset = Some(end_xlog.0 % seg);
+
+    let label = std::fs::read_to_string(data_dir.join("backup_label"))
+        .map_err(|e| StorageError::io(crate::storage::StorageOp::Read, data_dir.join("backup_label"), e))?;
+    let (begin_xlog, begin_wal) = parse_label(&label)?;
+    if let Some((lsn, _)) = backup_start {
+        if lsn != begin_xlog {
+            return Err(BackupError::Invalid(format!("backup_label says {begin_xlog}, BASE_BACKUP said {lsn}")));
+        }
+    }
+    info.backup_label = Some(label);
+    info.begin_xlog = Some(begin_xlog);
+    info.begin_wal = Some(begin_wal);
+    info.begin_offset = Some(begin_xlog.0 % seg);
+    info.timeline = Some(begin_wal.timeline());
+    let size = tree_size(&backup_dir)?;
+    info.size = Some(size);
+    info.deduplicated_size = Some(size);
+    let total = started.elapsed().as_secs_f64();
+    info.copy_stats = Some(vec![
+        (PyValue::Str("copy_time".into()), PyValue::Float(round6(copy_time))),
+        (PyValue::Str("total_time".into()), PyValue::Float(round6(total))),
+    ]);
+    notify(BackupNotice::EndLsn { lsn: end_xlog, wal: end_wal, offset: end_xlog.0 % seg });
+    info.status = BackupStatus::WaitingForWals;
+    info.write(&req.catalog)?;
+    Ok(())
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn segment_of(tli: TimelineId, lsn: Lsn, size: WalSegmentSize) -> Result<WalSegmentName, BackupError> {
+    WalSegmentName::from_lsn(tli, lsn, size).map_err(|e| BackupError::Invalid(e.to_string()))
+}
+
+/// `START WAL LOCATION: 0/E000028 (file 00000001000000000000000E)`.
+fn parse_label(label: &str) -> Result<(Lsn, WalSegmentName), BackupError> {
+    let line = label
+        .lines()
+        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
+        .ok_or_else(|| BackupError::Invalid("backup_label has no START WAL LOCATION".into()))?;
+    let (lsn, rest) = line.split_once(' ').ok_or_else(|| BackupError::Invalid(format!("START WAL LOCATION {line:?}")))?;
+    let file = rest.trim_start_matches("(file ").trim_end_matches(')');
+    let lsn = lsn.parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
+    let wal = file.parse().map_err(|e| BackupError::Invalid(format!("backup_label WAL file {file:?}: {e}")))?;
+    Ok((lsn, wal))
+}
+
+/// Sum of the sizes of the regular files under `dir` (links are not followed), as Barman's
+/// `size`.
+fn tree_size(dir: &Path) -> Result<u64, StorageError> {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| StorageError::io(crate::storage::StorageOp::Read, &d, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| StorageError::io(crate::storage::StorageOp::Read, &d, e))?;
+            let meta = entry.path().symlink_metadata().map_err(|e| StorageError::io(crate::storage::StorageOp::Metadata, entry.path(), e))?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn sql_row(conn: &mut Connection, sql: &str) -> Result<Vec<String>, BackupError> {
+    let r = conn.simple_query(sql).await?;
+    let r = r.into_iter().find(|r| !r.columns.is_empty()).ok_or_else(|| BackupError::Invalid(format!("no result from {sql}")))?;
+    (0..r.columns.len())
+        .map(|i| r.text(0, i).map(str::to_owned).ok_or_else(|| BackupError::Invalid(format!("NULL in the result of {sql}"))))
+        .collect()
+}
+
+async fn sql_one(conn: &mut Connection, sql: &str) -> Result<String, BackupError> {
+    Ok(sql_row(conn, sql).await?.remove(0))
+}
+
+/// PostgreSQL's `timestamptz` text with `DateStyle = ISO`: `2026-11-25 12:36:10.949613+00`.
+fn parse_pg_timestamp(s: &str) -> Result<BarmanTimestamp, BackupError> {
+    let fixed = match s.rfind(['+', '-']) {
+        Some(i) if i > 10 && s[i + 1..].len() == 2 => format!("{s}:00"),
+        _ => s.to_owned(),
+    };
+    fixed.parse().map_err(|e| BackupError::Invalid(format!("timestamp {s:?}: {e}")))
+}
+
+async fn read_facts(sql: &mut Connection) -> Result<ServerFacts, BackupError> {
+    // A fixed DateStyle so CURRENT_TIMESTAMP parses the same way everywhere.
+    sql.simple_query("SET DateStyle = ISO").await?;
+    let r = sql_row(
+        sql,
+        "SELECT current_setting('data_directory'), current_setting('config_file'), current_setting('hba_file'), \
+         current_setting('ident_file'), current_setting('server_version_num'), current_setting('data_checksums'), \
+         CURRENT_TIMESTAMP, COALESCE((SELECT sum(pg_tablespace_size(oid)) FROM pg_tablespace), 0)::bigint, \
+         current_setting('wal_segment_size'), COALESCE(current_setting('summarize_wal', true), '')",
+    )
+    .await?;
+    let version: u32 = r[4].parse().map_err(|_| BackupError::Invalid(format!("server_version_num {:?}", r[4])))?;
+    let seg_bytes = crate::receive_wal::parse_server_size(&r[8])
+        .ok_or_else(|| BackupError::Invalid(format!("wal_segment_size {:?}", r[8])))?;
+    let segment_size = WalSegmentSize::new(seg_bytes).map_err(|e| BackupError::Invalid(e.to_string()))?;
+    let ts = sql
+        .simple_query("SELECT spcname, oid, pg_tablespace_location(oid) FROM pg_tablespace WHERE pg_tablespace_location(oid) <> '' ORDER BY oid")
+        .await?;
+    let mut tablespaces = Vec::new();
+    if let Some(t) = ts.first() {
+        for i in 0..t.rows.len() {
+            tablespaces.push(Tablespace {
+                name: t.text(i, 0).unwrap_or_default().to_owned(),
+                oid: t.text(i, 1).and_then(|o| o.parse().ok()).ok_or_else(|| BackupError::Invalid("tablespace oid".into()))?,
+                location: t.text(i, 2).unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    let inc = sql
+        .simple_query(
+            "SELECT DISTINCT sourcefile FROM pg_settings WHERE sourcefile IS NOT NULL \
+             AND sourcefile <> current_setting('config_file') ORDER BY 1",
+        )
+        .await?;
+    let included_files = inc.first().map(|r| (0..r.rows.len()).filter_map(|i| r.text(i, 0).map(str::to_owned)).collect()).unwrap_or_default();
+    Ok(ServerFacts {
+        pgdata: r[0].clone(),
+        config_file: r[1].clone(),
+        hba_file: r[2].clone(),
+        ident_file: r[3].clone(),
+        version,
+        data_checksums: r[5].clone(),
+        summarize_wal: (version >= 170000 && !r[9].is_empty()).then(|| r[9].clone()),
+        begin_time: parse_pg_timestamp(&r[6])?,
+        cluster_size: r[7].parse().ok(),
+        tablespaces,
+        included_files,
+        segment_size,
+    })
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label() {
+        let (lsn, wal) = parse_label("START WAL LOCATION: 0/E000028 (file 00000001000000000000000E)\nCHECKPOINT LOCATION: 0/E000060\n").unwrap();
+        assert_eq!(lsn, Lsn(0xE000028));
+        assert_eq!(wal.to_string(), "00000001000000000000000E");
+        assert!(parse_label("nothing").is_err());
+    }
+
+    #[test]
+    fn pg_timestamps() {
+        assert_eq!(parse_pg_timestamp("2026-11-25 12:36:10.949613+00").unwrap().to_string(), "2026-11-25 12:36:10.949613+00:00");
+        assert_eq!(parse_pg_timestamp("2026-11-25 12:36:10+05:30").unwrap().to_string(), "2026-11-25 12:36:10+05:30");
+    }
+}
