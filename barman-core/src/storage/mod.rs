@@ -26,7 +26,7 @@ pub use durable::{
     append_durable, atomic_write, create_dir_all_durable, durable_rename, fsync_dir, AtomicFile,
     DIR_MODE, FILE_MODE,
 };
-pub use safe_path::{safe_join, safe_join_no_symlink_escape, UnsafePathReason};
+pub use safe_path::{safe_file_name, safe_join, safe_join_no_symlink_escape, UnsafePathReason};
 
 /// The filesystem operation that failed, named in [`StorageError::Io`]'s message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

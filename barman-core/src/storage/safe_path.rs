@@ -38,6 +38,8 @@ pub enum UnsafePathReason {
     EmptyComponent,
     /// A NUL byte, which would truncate the name at the syscall.
     Nul,
+    /// A `/` in what must be a single file name.
+    Separator,
     /// The existing path goes through a symbolic link leading outside the base.
     SymlinkEscape {
         /// The symlink (or the first existing path through it) found under the base.
@@ -56,6 +58,7 @@ impl fmt::Display for UnsafePathReason {
             UnsafePathReason::CurDir => f.write_str("contains a '.' component"),
             UnsafePathReason::EmptyComponent => f.write_str("contains an empty component"),
             UnsafePathReason::Nul => f.write_str("contains a NUL byte"),
+            UnsafePathReason::Separator => f.write_str("a file name may not contain '/'"),
             UnsafePathReason::SymlinkEscape { link, target } => write!(
                 f,
                 "{} is a symbolic link to {}, outside the base directory",
@@ -102,6 +105,16 @@ pub fn safe_join(base: &Path, relative: impl AsRef<OsStr>) -> Result<PathBuf, St
         }
     }
     Ok(joined)
+}
+
+/// [`safe_join`] for a single file name (a WAL name from `put-wal`, a file found in
+/// `incoming/`): additionally refuses any `/`.
+pub fn safe_file_name(base: &Path, name: impl AsRef<OsStr>) -> Result<PathBuf, StorageError> {
+    let name = name.as_ref();
+    if name.as_bytes().contains(&b'/') {
+        return Err(refuse(base, name, UnsafePathReason::Separator));
+    }
+    safe_join(base, name)
 }
 
 /// [`safe_join`], then walks the components that already exist under `base` and refuses the
@@ -201,6 +214,10 @@ mod tests {
                 }
                 (other, _) => panic!("{name:?}: unexpected {other:?}"),
             }
+        }
+        assert!(safe_file_name(base, "000000010000000000000001").is_ok());
+        for bad in ["a/b", "a/", "/a", "..", "", "."] {
+            assert!(safe_file_name(base, bad).is_err(), "{bad:?}");
         }
         assert_eq!(
             safe_join(base, "data/pg_wal/").unwrap(),
