@@ -239,7 +239,24 @@ impl Cluster {
                 .run()
                 .context("copying the data directory into the cluster directory")?;
         }
-        if let Some(user) = &cluster.user {
+        cluster.start_existing()?;
+        Ok(cluster)
+    }
+
+    /// A cluster directory whose `data/` does not exist yet: restore into
+    /// [`data_dir`](Self::data_dir) in place (so paths the restore writes into the
+    /// configuration, such as `restore_command`'s, stay valid), then call
+    /// [`start_existing`](Self::start_existing).
+    pub fn reserve(opts: ClusterOptions) -> anyhow::Result<Cluster> {
+        Cluster::new_empty(opts)
+    }
+
+    /// Starts the server on what is in [`data_dir`](Self::data_dir): hands it to the server
+    /// user (`chown -R`, mode 0700), adds this harness's `harness.conf` (port, sockets,
+    /// options) and runs `pg_ctl start -w`.
+    pub fn start_existing(&self) -> anyhow::Result<()> {
+        let target = self.data_dir();
+        if let Some(user) = &self.user {
             Command::new("chown")
                 .arg("-R")
                 .arg(format!("{}:{}", user.uid, user.gid))
@@ -248,9 +265,8 @@ impl Cluster {
         }
         fs::set_permissions(&target, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("chmod 0700 {}", target.display()))?;
-        cluster.include_harness_conf()?;
-        cluster.launch()?;
-        Ok(cluster)
+        self.include_harness_conf()?;
+        self.launch()
     }
 
     /// Makes the cluster directory (with `sock/`) and the value; nothing is started yet.
