@@ -6,9 +6,12 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod catalog;
+pub mod compression;
 pub mod config;
 pub mod diagnostics;
 pub mod output;
 pub mod receive_wal;
+pub mod recovery;
 pub mod storage;
 pub mod wal;

@@ -52,12 +52,14 @@
 //! `/tmp/barman-pg-*`).
 #![warn(missing_docs)]
 
+mod barman_bin;
 mod cluster;
 mod command;
 mod pg_bin;
 mod server_user;
 mod tls;
 
+pub use barman_bin::{barman_bin, run_barman, BarmanRun};
 pub use cluster::{
     AuthMethod, Cluster, ClusterOptions, BARMAN_USER, PASSWORD, STREAMING_USER, SUPERUSER,
 };

@@ -1,7 +1,10 @@
 //! End-to-end tests of barman-rs against real PostgreSQL clusters, one binary of topic modules
 //! over the shared harness in `tests/src/`. Each `pg_test!` runs once per major, 13 to 18.
 
+mod backup;
 mod basebackup;
 mod connection;
 mod receive_wal;
+mod recovery;
 mod streaming;
+mod server_commands;
