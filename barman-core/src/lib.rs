@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive_wal;
 pub mod backup;
 pub mod catalog;
 pub mod compression;

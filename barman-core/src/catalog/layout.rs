@@ -27,6 +27,7 @@ use super::backup_id::BackupId;
 use super::lock::{CatalogLock, LockKind};
 use super::CatalogError;
 use crate::storage::{self, create_dir_all_durable, safe_file_name, StorageError, DIR_MODE};
+use crate::config::{GlobalSettings, ServerConfig};
 use crate::wal::WalFileName;
 
 /// Why a file was moved to `errors/`: the last part of its new name.
@@ -89,6 +90,19 @@ impl ServerCatalog {
             lock_directory: lock_directory.into(),
             backup_directory,
         }
+    }
+
+    /// The layout a server's configuration describes: every `*_directory` option as resolved
+    /// by the configuration loader (which applies Barman's defaults under
+    /// `backup_directory`), locks in the global `barman_lock_directory`.
+    pub fn from_config(server: &ServerConfig, global: &GlobalSettings) -> Self {
+        ServerCatalog::new(server.name.clone(), &server.backup_directory, &global.barman_lock_directory)
+            .with_basebackups_directory(&server.basebackups_directory)
+            .with_wals_directory(&server.wals_directory)
+            .with_xlogdb_directory(&server.xlogdb_directory)
+            .with_incoming_directory(&server.incoming_wals_directory)
+            .with_streaming_directory(&server.streaming_wals_directory)
+            .with_errors_directory(&server.errors_directory)
     }
 
     /// Overrides `basebackups_directory`.

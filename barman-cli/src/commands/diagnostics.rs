@@ -1,19 +1,18 @@
-//! One function per implemented command: load the configuration, pick the servers as Barman
-//! does (`get_server_list` / `manage_server_command`), call barman-core, render.
+//! Commands that look at servers without changing them: list-servers, show-servers, status,
+//! check, diagnose, replication-status.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use barman_core::config::{self, Config, ConfigWarning, ServerConfig};
+use barman_core::config::{Config, ServerConfig};
 use barman_core::diagnostics::{checks, diagnose, facts, replication, status, CatalogView};
 use barman_core::output::{python_json_pretty, render};
-use clap::CommandFactory as _;
 
+use super::{env_lookup, select};
 use crate::cli::{Cli, Command, ReplicationStatusArgs};
 use crate::output::{println_out, Mode, Output};
 
-/// Whether the command has an engine in this build.
+/// Whether `cmd` belongs here.
 pub fn implemented(cmd: &Command) -> bool {
     matches!(
         cmd,
@@ -23,98 +22,22 @@ pub fn implemented(cmd: &Command) -> bool {
             | Command::Check(_)
             | Command::Diagnose { .. }
             | Command::ReplicationStatus(_)
-            | Command::Completions { .. }
     )
 }
 
-/// Prints completions for `shell`.
-pub fn completions(shell: clap_complete::Shell) {
-    use std::io::Write as _;
-    let mut cmd = Cli::command();
-    let mut text = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "barman", &mut text);
-    // A closed pipe (`| head`) is not an error.
-    let _ = std::io::stdout().lock().write_all(&text);
-}
-
-fn env_lookup(k: &str) -> Option<String> {
-    std::env::var(k).ok()
-}
-
-/// Runs an implemented command; `Ok(Some(code))` forces the exit status (Nagios).
-pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
-    let config = load_config(cli)?;
-    report_warnings(&config, out);
+/// Runs one of this group's commands; `Ok(Some(code))` forces the exit status (Nagios).
+pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Option<u8>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     match &cli.command {
-        Command::ListServers { minimal } => list_servers(&config, *minimal, out),
-        Command::ShowServers(s) => rt.block_on(show_servers(&config, &s.server_name, out)),
-        Command::Status(s) => rt.block_on(status(&config, &s.server_name, out)),
-        Command::Check(c) => return Ok(rt.block_on(check(&config, &c.server_name_list(), c.nagios, c.check_timeout, out))),
-        Command::Diagnose { .. } => rt.block_on(diagnose(&config, out)),
-        Command::ReplicationStatus(args) => rt.block_on(replication_status(&config, args, out)),
+        Command::ListServers { minimal } => list_servers(config, *minimal, out),
+        Command::ShowServers(s) => rt.block_on(show_servers(config, &s.server_name, out)),
+        Command::Status(s) => rt.block_on(status(config, &s.server_name, out)),
+        Command::Check(c) => return Ok(rt.block_on(check(config, &c.servers.server_name, c.nagios, c.check_timeout, out))),
+        Command::Diagnose { .. } => rt.block_on(diagnose(config, out)),
+        Command::ReplicationStatus(args) => rt.block_on(replication_status(config, args, out)),
         _ => unreachable!("filtered by implemented()"),
     }
     Ok(None)
-}
-
-impl crate::cli::CheckArgs {
-    fn server_name_list(&self) -> Vec<String> {
-        self.servers.server_name.clone()
-    }
-}
-
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let explicit = cli.config.clone().or_else(|| std::env::var_os("BARMAN_CONFIG_FILE").map(PathBuf::from));
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let main = config::locate_main_file(&config::RealFs, explicit.as_deref(), &config::DEFAULT_LOCATIONS, home.as_deref())?;
-    Ok(Config::load(&main)?)
-}
-
-fn report_warnings(config: &Config, out: &mut Output) {
-    for w in &config.warnings {
-        match w {
-            // Barman prints this one on every command (server.py, ARCHIVER_OFF_BACKCOMPATIBILITY).
-            ConfigWarning::Server { server, message } if message.starts_with("No archiver enabled") => {
-                out.warning(&format!(
-                    "No archiver enabled for server '{server}'. Please turn on 'archiver', 'streaming_archiver' or both"
-                ));
-                out.warning("Forcing 'archiver = on'");
-            }
-            other => out.debug(&other.to_string()),
-        }
-    }
-}
-
-/// Barman's `get_server_list`: `None` when global errors stop the command; unknown servers
-/// are reported and left out.
-fn select<'a>(config: &'a Config, names: &[String], out: &mut Output, stop_on_global: bool) -> Option<Vec<&'a ServerConfig>> {
-    if !config.path_conflicts.is_empty() {
-        for e in &config.path_conflicts {
-            out.error(e);
-        }
-        if stop_on_global {
-            return None;
-        }
-    }
-    let mut wanted: Vec<String> = if names.iter().any(|n| n == "all") {
-        if names.len() != 1 {
-            out.error("You cannot use 'all' with other server names");
-        }
-        config.servers.keys().map(|n| n.as_str().to_owned()).collect()
-    } else {
-        names.to_vec()
-    };
-    wanted.sort();
-    wanted.dedup();
-    let mut found = Vec::new();
-    for name in wanted {
-        match config.server(&name) {
-            Some(s) => found.push(s),
-            None => out.error(&format!("Unknown server '{name}'")),
-        }
-    }
-    Some(found)
 }
 
 fn check_timeout(cfg: &ServerConfig) -> Duration {

@@ -1,0 +1,164 @@
+//! One function per implemented command: load the configuration, pick the servers as Barman
+//! does (`get_server_list` / `manage_server_command`), call barman-core, render.
+//!
+//! Commands are grouped by what they work on, one file each: [`diagnostics`] (check, status,
+//! show-servers, …), [`backup`] (backup), [`wal`] (receive-wal, archive-wal, switch-wal,
+//! get-wal, …), [`catalog`] (list-backups, show-backup, …), [`recover`]. Each group says which
+//! of its commands are built with its own `implemented`.
+
+mod backup;
+mod catalog;
+mod diagnostics;
+mod recover;
+mod wal;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use barman_core::catalog::ServerCatalog;
+use barman_core::config::{self, Config, ConfigWarning, ServerConfig};
+use clap::CommandFactory as _;
+
+use crate::cli::{Cli, Command};
+use crate::output::Output;
+
+/// Whether the command has an engine in this build.
+pub fn implemented(cmd: &Command) -> bool {
+    matches!(cmd, Command::Completions { .. })
+        || diagnostics::implemented(cmd)
+        || backup::implemented(cmd)
+        || wal::implemented(cmd)
+        || catalog::implemented(cmd)
+        || recover::implemented(cmd)
+}
+
+/// Prints completions for `shell`.
+pub fn completions(shell: clap_complete::Shell) {
+    use std::io::Write as _;
+    let mut cmd = Cli::command();
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "barman", &mut text);
+    // A closed pipe (`| head`) is not an error.
+    let _ = std::io::stdout().lock().write_all(&text);
+}
+
+/// Runs an implemented command; `Ok(Some(code))` forces the exit status (Nagios).
+pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
+    let config = load_config(cli)?;
+    report_warnings(&config, out);
+    if diagnostics::implemented(&cli.command) {
+        return diagnostics::run(cli, &config, out);
+    }
+    if backup::implemented(&cli.command) {
+        return backup::run(cli, &config, out);
+    }
+    if wal::implemented(&cli.command) {
+        return wal::run(cli, &config, out);
+    }
+    if catalog::implemented(&cli.command) {
+        return catalog::run(cli, &config, out);
+    }
+    if recover::implemented(&cli.command) {
+        return recover::run(cli, &config, out);
+    }
+    unreachable!("filtered by implemented()")
+}
+
+/// A runtime for the async engines; commands that need one build it.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let explicit = cli.config.clone().or_else(|| std::env::var_os("BARMAN_CONFIG_FILE").map(PathBuf::from));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let main = config::locate_main_file(&config::RealFs, explicit.as_deref(), &config::DEFAULT_LOCATIONS, home.as_deref())?;
+    Ok(Config::load(&main)?)
+}
+
+fn report_warnings(config: &Config, out: &mut Output) {
+    for w in &config.warnings {
+        match w {
+            // Barman prints this one on every command (server.py, ARCHIVER_OFF_BACKCOMPATIBILITY).
+            ConfigWarning::Server { server, message } if message.starts_with("No archiver enabled") => {
+                out.warning(&format!(
+                    "No archiver enabled for server '{server}'. Please turn on 'archiver', 'streaming_archiver' or both"
+                ));
+                out.warning("Forcing 'archiver = on'");
+            }
+            other => out.debug(&other.to_string()),
+        }
+    }
+}
+
+/// Barman's `get_server_list`: `None` when global errors stop the command; unknown servers
+/// are reported and left out.
+fn select<'a>(config: &'a Config, names: &[String], out: &mut Output, stop_on_global: bool) -> Option<Vec<&'a ServerConfig>> {
+    if !config.path_conflicts.is_empty() {
+        for e in &config.path_conflicts {
+            out.error(e);
+        }
+        if stop_on_global {
+            return None;
+        }
+    }
+    let mut wanted: Vec<String> = if names.iter().any(|n| n == "all") {
+        if names.len() != 1 {
+            out.error("You cannot use 'all' with other server names");
+        }
+        config.servers.keys().map(|n| n.as_str().to_owned()).collect()
+    } else {
+        names.to_vec()
+    };
+    wanted.sort();
+    wanted.dedup();
+    let mut found = Vec::new();
+    for name in wanted {
+        match config.server(&name) {
+            Some(s) => found.push(s),
+            None => out.error(&format!("Unknown server '{name}'")),
+        }
+    }
+    Some(found)
+}
+
+/// Barman's `get_server` + `manage_server_command` for a command on one server that changes
+/// or reads its catalog: the server, or `None` after the error was reported (unknown,
+/// inactive, or disabled by configuration errors, each listed).
+fn one_server<'a>(config: &'a Config, name: &str, out: &mut Output) -> Option<&'a ServerConfig> {
+    if !config.path_conflicts.is_empty() {
+        for e in &config.path_conflicts {
+            out.error(e);
+        }
+        return None;
+    }
+    let Some(server) = config.server(name) else {
+        out.error(&format!("Unknown server '{name}'"));
+        return None;
+    };
+    if !server.active {
+        out.error(&format!("Inactive server: {name}"));
+        return None;
+    }
+    if server.disabled {
+        for m in &server.messages {
+            out.error(m);
+        }
+        out.error(&format!("Configuration errors for server '{name}'"));
+        return None;
+    }
+    Some(server)
+}
+
+/// The server's catalog paths, from its configuration.
+fn server_catalog(config: &Config, server: &ServerConfig) -> ServerCatalog {
+    ServerCatalog::from_config(server, &config.global)
+}
