@@ -68,8 +68,8 @@ fn locate() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs `barman -c <config> <args…>` with a clean `PG*` environment and returns what happened.
-pub fn run_barman(config: &Path, args: &[&str]) -> anyhow::Result<BarmanRun> {
+/// The `barman -c <config> <args…>` command with a clean `PG*` environment.
+fn barman_command(config: &Path, args: &[&str]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(barman_bin()?);
     cmd.arg("-c").arg(config).args(args).env_remove("BARMAN_CONFIG_FILE");
     for (k, _) in std::env::vars_os() {
@@ -79,10 +79,102 @@ pub fn run_barman(config: &Path, args: &[&str]) -> anyhow::Result<BarmanRun> {
     }
     // No developer ~/.pgpass or root.crt can change an outcome.
     cmd.env("PGPASSFILE", "/nonexistent/pgpass");
+    Ok(cmd)
+}
+
+/// Runs `barman -c <config> <args…>` with a clean `PG*` environment and returns what happened.
+pub fn run_barman(config: &Path, args: &[&str]) -> anyhow::Result<BarmanRun> {
+    let mut cmd = barman_command(config, args)?;
     let out = cmd.output().with_context(|| format!("running barman {args:?}"))?;
     Ok(BarmanRun {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// A barman configuration with one server section (`[pg]`) pointing at a test cluster: the
+/// `barman` user's `conninfo`, the `streaming_barman` user's `streaming_conninfo`, slot
+/// `barman`, `backup_method = postgres`, `streaming_archiver = on`, `archiver = off`.
+/// `extra` lines are appended to the `[pg]` section (`compression = gzip`, …).
+pub struct BarmanSite {
+    /// `barman_home` (a temporary directory, removed on drop).
+    pub home: tempfile::TempDir,
+    /// The configuration file.
+    pub config: PathBuf,
+}
+
+impl BarmanSite {
+    /// Writes the configuration for `pg`.
+    pub fn new(pg: &crate::Cluster, extra: &[&str]) -> anyhow::Result<BarmanSite> {
+        use crate::{BARMAN_USER, PASSWORD, STREAMING_USER};
+        let home = tempfile::tempdir().context("barman_home")?;
+        let conn = format!("{} password={PASSWORD}", pg.conninfo(BARMAN_USER));
+        let stream = format!("{} password={PASSWORD}", pg.conninfo(STREAMING_USER));
+        let mut text = format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = root\nlog_level = INFO\n\n\
+             [pg]\ndescription = \"test cluster\"\nconninfo = {conn}\nstreaming_conninfo = {stream}\n\
+             backup_method = postgres\nstreaming_archiver = on\narchiver = off\nslot_name = barman\n",
+            home = home.path().display(),
+        );
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let config = home.path().join("barman.conf");
+        std::fs::write(&config, text).context("writing barman.conf")?;
+        Ok(BarmanSite { home, config })
+    }
+
+    /// The server's catalog directory (`<barman_home>/pg`).
+    pub fn server_dir(&self) -> PathBuf {
+        self.home.path().join("pg")
+    }
+
+    /// `barman -c <config> <args…>`.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<BarmanRun> {
+        run_barman(&self.config, args)
+    }
+
+    /// `barman -c <config> <args…>` in the background (e.g. `receive-wal pg`), killed (SIGTERM,
+    /// then SIGKILL) when the returned guard drops.
+    pub fn spawn(&self, args: &[&str]) -> anyhow::Result<BackgroundBarman> {
+        let mut cmd = barman_command(&self.config, args)?;
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let child = cmd.spawn().with_context(|| format!("starting barman {args:?}"))?;
+        Ok(BackgroundBarman { child })
+    }
+}
+
+/// A `barman` process running in the background; stopped on drop.
+pub struct BackgroundBarman {
+    child: std::process::Child,
+}
+
+impl BackgroundBarman {
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to 10 s for the exit status (then SIGKILL).
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for BackgroundBarman {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
 }

@@ -59,7 +59,7 @@ mod pg_bin;
 mod server_user;
 mod tls;
 
-pub use barman_bin::{barman_bin, run_barman, BarmanRun};
+pub use barman_bin::{barman_bin, run_barman, BackgroundBarman, BarmanRun, BarmanSite};
 pub use cluster::{
     AuthMethod, Cluster, ClusterOptions, BARMAN_USER, PASSWORD, STREAMING_USER, SUPERUSER,
 };

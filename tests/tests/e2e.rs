@@ -1,8 +1,11 @@
 //! End-to-end tests of barman-rs against real PostgreSQL clusters, one binary of topic modules
 //! over the shared harness in `tests/src/`. Each `pg_test!` runs once per major, 13 to 18.
 
+mod archive_wal;
 mod backup;
 mod basebackup;
+mod catalog_commands;
+mod cli_cycle;
 mod connection;
 mod receive_wal;
 mod recovery;
