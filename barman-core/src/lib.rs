@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod compression;
 pub mod config;
 pub mod diagnostics;
+pub mod get_wal;
 pub mod output;
 pub mod receive_wal;
 pub mod recovery;

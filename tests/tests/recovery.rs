@@ -58,6 +58,7 @@ fn recover_into(catalog: &ServerCatalog, info: &BackupInfo, major: u32, target: 
         standby_mode: false,
         jobs: 2,
         partial_wal,
+        compression: barman_core::compression::WalCompression::none(),
     };
     let report = recover(&req, &mut |_| {})?;
     ensure!(report.changes.iter().any(|c| c.key == "archive_command"), "archive_command neutralised: {:?}", report.changes);

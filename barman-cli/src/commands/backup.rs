@@ -1,18 +1,258 @@
-//! `barman backup`: a base backup into the catalog.
+//! `barman backup`: a base backup into the catalog, as Barman's `Server.backup` runs it —
+//! a silent `check` first, the backup under the server's backup lock, then one archiver pass
+//! and, with `--wait`, archiving until the backup's last WAL file is in the archive.
 
-use barman_core::config::Config;
+use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command};
+use anyhow::Context as _;
+use barman_core::archive_wal::{self, ArchiverSettings};
+use barman_core::backup::streaming::{take_streaming_backup, BackupError, BackupNotice, StreamingBackupRequest};
+use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, ServerCatalog};
+use barman_core::config::{BackupMethod, Config, ServerConfig};
+use barman_core::diagnostics::checks;
+use barman_core::output::{human_duration, local_now, pretty_size};
+
+use super::{env_lookup, one_server, runtime, select, server_catalog};
+use crate::cli::{BackupArgs, Cli, Command};
 use crate::output::Output;
 
 /// Whether `cmd` belongs here and is built.
 pub fn implemented(cmd: &Command) -> bool {
-    let _ = cmd;
-    false
+    matches!(cmd, Command::Backup(_))
 }
 
 /// Runs one of this group's commands.
 pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Option<u8>> {
-    let _ = (config, out);
-    unreachable!("{} is not built yet", cli.command.name())
+    let Command::Backup(args) = &cli.command else { unreachable!("filtered by implemented()") };
+    refuse_unsupported_options(args)?;
+    let Some(servers) = select(config, &args.servers.server_name, out, true) else { return Ok(None) };
+    let rt = runtime()?;
+    for server in servers {
+        // `select` reported unknown names; inactive or disabled servers are refused here.
+        if one_server(config, &server.name, out).is_none() {
+            continue;
+        }
+        backup_one(&rt, config, server, args, out)?;
+    }
+    Ok(None)
+}
+
+/// Options Barman has that change what a backup is, which barman-rs does not do yet: refused
+/// rather than ignored, so nobody believes they got one.
+fn refuse_unsupported_options(args: &BackupArgs) -> anyhow::Result<()> {
+    if args.incremental.is_some() {
+        anyhow::bail!("--incremental (PostgreSQL 17 incremental backups) is not implemented yet in barman-rs");
+    }
+    if args.reuse_backup.is_some() {
+        anyhow::bail!("--reuse-backup applies to backup_method = rsync, which is not implemented yet in barman-rs");
+    }
+    Ok(())
+}
+
+fn backup_one(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    server: &ServerConfig,
+    args: &BackupArgs,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    let name = &server.name;
+    if server.backup_method != BackupMethod::Postgres {
+        out.error(&format!(
+            "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres",
+            server.backup_method
+        ));
+        return Ok(());
+    }
+    if server.backup_compression.is_some() {
+        out.error(&format!(
+            "backup_compression is not implemented yet in barman-rs (server '{name}'); remove it to take plain backups"
+        ));
+        return Ok(());
+    }
+    let Some(conninfo) = server.conninfo.clone() else {
+        out.error(&format!("failed to start backup: missing 'conninfo' for server '{name}'"));
+        return Ok(());
+    };
+
+    // Barman's CheckStrategy: the checks run silently and any failure stops the backup.
+    // barman-rs also names the failed checks, so the operator need not run check to know.
+    let check = rt.block_on(checks::run(&config.global, server, &env_lookup, args.check_timeout));
+    if check.counts_as_failure() {
+        let failed: Vec<String> = check
+            .results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| match &r.hint {
+                Some(h) => format!("{} ({h})", r.name),
+                None => r.name.clone(),
+            })
+            .collect();
+        out.error(&format!(
+            "Impossible to start the backup. Check the log for more details, or run 'barman check {name}'\nFailed checks: {}",
+            failed.join(", ")
+        ));
+        return Ok(());
+    }
+
+    let catalog = server_catalog(config, server);
+    let immediate_checkpoint = if args.no_immediate_checkpoint {
+        false
+    } else {
+        args.immediate_checkpoint || server.immediate_checkpoint
+    };
+    let bandwidth_limit = args
+        .bwlimit
+        .map(|b| b as i64)
+        .or(server.bandwidth_limit)
+        .filter(|b| *b > 0)
+        .map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+    let req = StreamingBackupRequest {
+        server: name.clone(),
+        conninfo: conninfo.clone(),
+        streaming_conninfo: server.streaming_conninfo.clone().unwrap_or(conninfo),
+        application_name: server.streaming_backup_name.clone().unwrap_or_else(|| "barman_streaming_backup".into()),
+        catalog: catalog.clone(),
+        name: args.name.clone(),
+        immediate_checkpoint,
+        bandwidth_limit,
+    };
+
+    let started_wall = local_now();
+    let started = Instant::now();
+    let result = rt.block_on(take_streaming_backup(&req, &mut |notice| out.info(&notice_line(name, &notice))));
+    let info = match result {
+        Ok(info) => info,
+        Err(BackupError::Catalog(CatalogError::LockBusy { .. })) => {
+            out.error("Another backup process is running");
+            return Ok(());
+        }
+        Err(BackupError::Failed { reason, .. }) => {
+            // Barman: "Backup failed <action>.\nDETAILS: <message>"; our reason is
+            // "failure <action> (<message>)".
+            let (action, details) = split_failure(&reason);
+            out.error(&format!("Backup failed {action}.\nDETAILS: {details}"));
+            return Ok(());
+        }
+        Err(e) => {
+            out.error(&format!("failed to start backup: {e}"));
+            return Ok(());
+        }
+    };
+    out.info(&format!(
+        "Backup completed (start time: {}, elapsed time: {})",
+        started_wall,
+        human_duration(started.elapsed(), false)
+    ));
+
+    let settings = ArchiverSettings::from_config(server).context("the server's WAL compression settings")?;
+    if args.wait {
+        let end_wal = info.end_wal.context("the backup recorded no end_wal")?;
+        let wait_timeout = args.wait_timeout.filter(|t| *t > 0).map(Duration::from_secs);
+        wait_for_wal(&catalog, &settings, &end_wal.to_string(), wait_timeout, out)?;
+    } else {
+        archive_pass(&catalog, &ArchiverSettings { verbose: false, ..settings }, out)?;
+    }
+    let status = complete(&catalog, &info)?;
+    if status == BackupStatus::WaitingForWals {
+        out.warning(
+            "IMPORTANT: this backup is classified as WAITING_FOR_WALS, meaning that Barman has not received \
+             yet all the required WAL files for the backup consistency.\n\
+             This is a common behaviour in concurrent backup scenarios, and Barman automatically set the \
+             backup as DONE once all the required WAL files have been archived.\n\
+             Hint: execute the backup command with '--wait'",
+        );
+    }
+    Ok(())
+}
+
+/// Marks the backup DONE if its WAL is all archived (Barman's `check_backup`) and returns its
+/// status as it now stands.
+fn complete(catalog: &ServerCatalog, info: &BackupInfo) -> anyhow::Result<BackupStatus> {
+    let changed = archive_wal::complete_waiting_backups(catalog)?;
+    Ok(changed.iter().find(|(id, _)| *id == info.backup_id).map(|(_, s)| *s).unwrap_or(info.status))
+}
+
+/// One archiver pass, its lines printed (Barman's `archive_wal(verbose=False)`). A running
+/// `archive-wal` (lock busy) is not an error: it is doing the same work.
+fn archive_pass(catalog: &ServerCatalog, settings: &ArchiverSettings, out: &mut Output) -> anyhow::Result<()> {
+    let mut lines = Vec::new();
+    let result = archive_wal::archive_wal(catalog, settings, &mut |e| lines.push(e.console_line()));
+    for line in &lines {
+        out.info(line);
+    }
+    match result {
+        Ok(_) | Err(archive_wal::ArchiveError::AlreadyRunning { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Barman's `Server.wait_for_wal`: archive until `wal` is in the archive, or the timeout.
+fn wait_for_wal(
+    catalog: &ServerCatalog,
+    settings: &ArchiverSettings,
+    wal: &str,
+    timeout: Option<Duration>,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    let max = timeout.map(|t| format!(" (max: {} seconds)", t.as_secs())).unwrap_or_default();
+    out.info(&format!("Waiting for the WAL file {wal} from server '{}'{max}", catalog.server_name()));
+    let name = wal.parse().with_context(|| format!("WAL name {wal}"))?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let quiet = ArchiverSettings { verbose: false, ..settings.clone() };
+    loop {
+        archive_pass(catalog, &quiet, out)?;
+        if catalog.wal_path(&name).exists() {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            out.error(&format!(
+                "The WAL file {wal} has not been received in {} seconds",
+                timeout.map(|t| t.as_secs()).unwrap_or(0)
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `failure copying files (connection reset)` → (`copying files`, `connection reset`).
+fn split_failure(reason: &str) -> (&str, &str) {
+    let rest = reason.strip_prefix("failure ").unwrap_or(reason);
+    match rest.find(" (") {
+        Some(i) if rest.ends_with(')') => (&rest[..i], &rest[i + 2..rest.len() - 1]),
+        _ => (rest, rest),
+    }
+}
+
+/// The line Barman prints for each step.
+fn notice_line(server: &str, notice: &BackupNotice) -> String {
+    match notice {
+        BackupNotice::Starting { dir, .. } => {
+            format!("Starting backup using postgres method for server {server} in {}", dir.display())
+        }
+        BackupNotice::StartLsn { lsn, wal, offset } => format!("Backup start at LSN: {lsn} ({wal}, {offset:08X})"),
+        BackupNotice::CopyStarted(id) => format!("Starting backup copy via native streaming for {id}"),
+        BackupNotice::CopyDone { seconds } => {
+            format!("Copy done (time: {})", human_duration(Duration::from_secs_f64(seconds.max(0.0)), false))
+        }
+        BackupNotice::Finalising => "Finalising the backup.".into(),
+        BackupNotice::Size { bytes } => format!("Backup size: {}", pretty_size(*bytes as f64)),
+        BackupNotice::EndLsn { lsn, wal, offset } => format!("Backup end at LSN: {lsn} ({wal}, {offset:08X})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_failure;
+
+    #[test]
+    fn failure_reason_splits_like_barmans_message() {
+        assert_eq!(split_failure("failure copying files (connection reset)"), ("copying files", "connection reset"));
+        assert_eq!(
+            split_failure("failure starting backup (could not connect (server x))"),
+            ("starting backup", "could not connect (server x)")
+        );
+        assert_eq!(split_failure("odd"), ("odd", "odd"));
+    }
 }

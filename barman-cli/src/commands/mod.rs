@@ -3,12 +3,13 @@
 //!
 //! Commands are grouped by what they work on, one file each: [`diagnostics`] (check, status,
 //! show-servers, …), [`backup`] (backup), [`wal`] (receive-wal, archive-wal, switch-wal,
-//! get-wal, …), [`catalog`] (list-backups, show-backup, …), [`recover`]. Each group says which
+//! put-wal, …), [`get_wal`], [`catalog`] (list-backups, show-backup, …), [`recover`]. Each group says which
 //! of its commands are built with its own `implemented`.
 
 mod backup;
 mod catalog;
 mod diagnostics;
+mod get_wal;
 mod recover;
 mod wal;
 
@@ -30,6 +31,7 @@ pub fn implemented(cmd: &Command) -> bool {
         || wal::implemented(cmd)
         || catalog::implemented(cmd)
         || recover::implemented(cmd)
+        || get_wal::implemented(cmd)
 }
 
 /// Prints completions for `shell`.
@@ -60,6 +62,9 @@ pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     }
     if recover::implemented(&cli.command) {
         return recover::run(cli, &config, out);
+    }
+    if get_wal::implemented(&cli.command) {
+        return get_wal::run(cli, &config, out);
     }
     unreachable!("filtered by implemented()")
 }

@@ -260,7 +260,7 @@ mod tests {
     fn non_utf8_names_are_unknown() {
         use std::os::unix::ffi::OsStringExt;
         let odd = OsString::from_vec(vec![0x30, 0xff]);
-        let b = plan(WalSource::FileArchival, &[odd.clone()], 0, all_files);
+        let b = plan(WalSource::FileArchival, std::slice::from_ref(&odd), 0, all_files);
         assert_eq!(b.unknown, [odd]);
     }
 }

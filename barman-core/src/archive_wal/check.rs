@@ -175,7 +175,9 @@ impl ContentCheck {
                 let partial = matches!(self.name, WalFileName::Partial(_));
                 let progress = v.progress();
                 match v.finish() {
-                    Ok(report) if report.system_id.is_none() => {
+                    // `major` is unknown only when no page header was ever seen; the
+                    // system identifier may come from identity.json, so it cannot tell.
+                    Ok(report) if report.major.is_none() || report.zero_tail_from == Some(report.start) => {
                         Err(Refusal::Corrupt(format!("{}: holds no WAL (all zero bytes)", self.name)))
                     }
                     Ok(report) => Ok(Checked { valid_up_to: Some(report.valid_up_to), tail_problem: None }),

@@ -10,6 +10,10 @@
 //! [`ArchiveEvent`] for every line Barman prints ([`ArchiveEvent::console_line`] gives the
 //! text) and returns an [`ArchiveReport`] of what happened to each file.
 //!
+//! Beside the archiver: [`waiting`] turns WAITING_FOR_WALS backups DONE (or FAILED) once
+//! their WAL is archived ([`complete_waiting_backups`], [`check_backup`]), and [`switch`]
+//! closes the server's segment and waits for it to be archived (`switch-wal --archive`).
+//!
 //! # One file's way into the archive (DESIGN.md §3)
 //!
 //! 1. Which files, in which order, and what stays behind for the WAL receiver: [`batch`]
@@ -40,6 +44,10 @@
 
 pub mod batch;
 pub mod check;
+#[cfg(test)]
+mod tests;
+pub mod switch;
+pub mod waiting;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -58,6 +66,7 @@ use crate::wal::{WalFileName, WalSegmentSize};
 
 pub use batch::{Batch, EntryKind};
 pub use check::{Checked, ContentCheck, Refusal};
+pub use waiting::{check_backup, complete_waiting_backups, latest_archived_segments};
 
 /// Read size while checking and compressing.
 const CHUNK: usize = 256 * 1024;
@@ -494,6 +503,10 @@ impl Run<'_> {
                 return Ok(FileOutcome::Refused(moved));
             }
         };
+        let mut file = file;
+        // The buffered tail must reach the file before its mtime is set, or writing it
+        // later (at commit) would stamp the archival time instead of the source's.
+        file.flush().map_err(unwrap_storage)?;
         set_mtime(file.temp_path(), mtime)?;
         let entry = XlogDbEntry {
             name: wal,
@@ -851,8 +864,13 @@ fn read_prefix(path: &Path, n: usize) -> Result<Vec<u8>, StorageError> {
     Ok(buf)
 }
 
+/// A file time as Python's `os.stat().st_mtime` computes it (`sec + nsec * 1e-9`, CPython's
+/// `fill_time`), so that the xlog.db time column is the very float Barman would write.
+/// (`Duration::as_secs_f64` divides by 1e9 instead and can differ in the last digit.)
 fn epoch_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as f64 + f64::from(d.subsec_nanos()) * 1e-9)
+        .unwrap_or(0.0)
 }
 
 /// Gives the staged file the source's mtime before it is fsynced (Barman's `copystat`): the
@@ -882,6 +900,7 @@ fn copy_across(src: &Path, target: &Path) -> Result<(), ArchiveError> {
         .map_err(|e| StorageError::io(StorageOp::Metadata, src, e))?;
     let mut out = AtomicFile::create(target, FILE_MODE)?;
     io::copy(&mut SourceReader::open(src)?, &mut out).map_err(unwrap_storage)?;
+    out.flush().map_err(unwrap_storage)?;
     set_mtime(out.temp_path(), mtime)?;
     out.commit()?;
     Ok(())

@@ -80,6 +80,13 @@ pub enum BackupNotice {
         /// Seconds.
         seconds: f64,
     },
+    /// `Finalising the backup.`
+    Finalising,
+    /// `Backup size: 29.4 MiB`.
+    Size {
+        /// Bytes on disk.
+        bytes: u64,
+    },
     /// `Backup end at LSN: ...`.
     EndLsn {
         /// The position.
@@ -292,7 +299,13 @@ async fn run(
     notify(BackupNotice::CopyDone { seconds: copy_time });
 
     *phase = "finalising the backup";
+    notify(BackupNotice::Finalising);
     let row = sql_row(&mut sql, "SELECT CURRENT_TIMESTAMP, pg_current_wal_lsn(), file_name, file_offset FROM pg_walfile_name_offset(pg_current_wal_lsn())").await?;
+    // As Barman: a restore point named after the backup, a target for `--target-name`
+    // (a standby cannot create one; Barman skips it there too).
+    if sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "f" {
+        sql_one(&mut sql, &format!("SELECT pg_create_restore_point('barman_{id}')::text")).await?;
+    }
     sql.close().await?;
     let end_time: BarmanTimestamp = parse_pg_timestamp(&row[0])?;
     let end_xlog: Lsn = row[1].parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
@@ -323,6 +336,7 @@ async fn run(
         (PyValue::Str("copy_time".into()), PyValue::Float(round6(copy_time))),
         (PyValue::Str("total_time".into()), PyValue::Float(round6(total))),
     ]);
+    notify(BackupNotice::Size { bytes: size });
     notify(BackupNotice::EndLsn { lsn: end_xlog, wal: end_wal, offset: end_xlog.0 % seg });
     info.status = BackupStatus::WaitingForWals;
     info.write(&req.catalog)?;

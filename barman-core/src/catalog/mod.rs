@@ -24,6 +24,7 @@ pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod pyliteral;
+pub mod query;
 pub mod timestamp;
 pub mod xlogdb;
 

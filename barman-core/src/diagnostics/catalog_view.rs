@@ -1,15 +1,16 @@
-//! A read-only look at one server's catalog, just what `check` and `status` need.
+//! A read-only look at one server's catalog, just what `check`, `status`, `show-servers` and
+//! `diagnose` need, read through [`crate::catalog`].
 //!
-//! TEMPORARY, minimal reading: `crate::catalog` (backup.info, xlog.db, identity.json, locks)
-//! is being written in parallel; once it lands, [`CatalogView::read`] should be rebuilt on
-//! it and the parsing below removed. Until then this reads the files of Barman 3.x's layout
-//! (DESIGN.md §2) leniently: a file that cannot be parsed is skipped, never fatal, because a
-//! diagnostics command must still report everything else.
+//! Reading is lenient: a backup.info, an xlog.db line or an identity.json that cannot be
+//! parsed is left out, never fatal, because a diagnostics command must still report
+//! everything else.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::catalog::query::{self, BackupCatalog};
+use crate::catalog::{xlogdb, BackupInfo, LockKind, ServerCatalog, ServerIdentity, XlogDbEntry};
 use crate::config::{GlobalSettings, ServerConfig};
+use crate::storage;
 
 /// What a backup.info says that the diagnostics use.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,28 +75,35 @@ pub struct CatalogView {
 impl CatalogView {
     /// Reads `cfg`'s catalog; missing pieces read as empty.
     pub fn read(global: &GlobalSettings, cfg: &ServerConfig) -> CatalogView {
-        let xlogdb = cfg.xlogdb_directory.join(format!("{}-xlog.db", cfg.name));
-        let xlog_text = fs::read_to_string(&xlogdb).unwrap_or_default();
-        let identity_path = cfg.backup_directory.join("identity.json");
-        let identity_systemid = fs::read_to_string(&identity_path).ok().map(|t| {
-            serde_json::from_str::<serde_json::Value>(&t).ok().and_then(|v| match v.get("systemid") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            })
-        });
+        let catalog = ServerCatalog::from_config(cfg, global);
+        let backups = match BackupCatalog::load(&catalog) {
+            Ok((c, _unreadable)) => c.backups().iter().map(BackupSummary::of).collect(),
+            Err(_) => Vec::new(),
+        };
+        let xlog_bytes = read_xlogdb_bytes(&catalog);
+        let identity_path = catalog.identity_path();
+        let identity_systemid = match storage::fs::exists(&identity_path) {
+            Ok(true) => Some(ServerIdentity::read(&identity_path).ok().flatten().map(|i| i.systemid.to_string())),
+            _ => None,
+        };
+        let names = |dir: &std::path::Path| -> Vec<String> {
+            storage::fs::list_dir(dir)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()
+        };
+        let waiting = |dir: &std::path::Path| names(dir).iter().filter(|n| !n.ends_with(".tmp")).count();
         CatalogView {
-            backups: read_backups(&cfg.backup_directory, &cfg.basebackups_directory),
-            xlog: xlog_text.lines().filter_map(parse_xlog_line).collect(),
-            xlogdb_nonempty: fs::metadata(&xlogdb).map(|m| m.len() > 0).unwrap_or(false),
+            backups,
+            xlog: lenient_xlog(&xlog_bytes).iter().map(XlogEntry::of).collect(),
+            xlogdb_nonempty: !xlog_bytes.is_empty(),
             identity_path,
             identity_systemid,
-            error_files: names_in(&cfg.errors_directory),
-            incoming_count: names_in(&cfg.incoming_wals_directory).iter().filter(|n| !n.ends_with(".tmp")).count(),
-            streaming_count: names_in(&cfg.streaming_wals_directory).iter().filter(|n| !n.ends_with(".tmp")).count(),
-            receive_wal_running: lock_is_held(
-                &global.barman_lock_directory.join(format!(".{}-receive-wal.lock", cfg.name)),
-            ),
+            error_files: names(catalog.errors_directory()),
+            incoming_count: waiting(catalog.incoming_directory()),
+            streaming_count: waiting(catalog.streaming_directory()),
+            receive_wal_running: lock_is_held(&catalog.lock_path(&LockKind::ServerReceiveWal)),
         }
     }
 
@@ -126,88 +134,50 @@ impl CatalogView {
     }
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let mut names: Vec<String> = entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
+impl BackupSummary {
+    fn of(info: &BackupInfo) -> Self {
+        BackupSummary {
+            id: info.backup_id.to_string(),
+            status: info.status.to_string(),
+            backup_type: query::backup_type(info).to_owned(),
+            end_time: info.end_time.map(|t| {
+                let at = query::instant(t);
+                at.unix_timestamp() as f64 + f64::from(at.microsecond()) / 1e6
+            }),
+            size: info.size,
+            end_wal: info.end_wal.map(|w| w.to_string()),
+        }
+    }
 }
 
-/// Whether another process holds an flock on `path` (Barman's `LockFile.get_owner_pid`).
+impl XlogEntry {
+    fn of(e: &XlogDbEntry) -> Self {
+        XlogEntry { name: e.name.to_string(), size: e.size, time: e.time, compression: e.compression.clone() }
+    }
+}
+
+/// Whether a process holds the flock on `path`, PID written or not (so a holder caught
+/// between locking and writing its PID still counts; `CatalogLock::owner_pid` needs the PID).
 #[allow(clippy::incompatible_msrv)] // File::try_lock is in the toolchain CI uses
-fn lock_is_held(path: &Path) -> bool {
-    let Ok(file) = fs::OpenOptions::new().read(true).write(true).open(path) else { return false };
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(_) => false,
+fn lock_is_held(path: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(path) else { return false };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// The bytes of xlog.db (empty when missing), read under its lock as every xlog.db reader
+/// must; when the lock cannot be taken (an unusable lock directory is itself reported by the
+/// checks) the file is read without it rather than not at all.
+fn read_xlogdb_bytes(catalog: &ServerCatalog) -> Vec<u8> {
+    let _lock = catalog.lock(LockKind::ServerXlogDb).ok();
+    storage::fs::read_if_exists(&catalog.xlogdb_path()).ok().flatten().unwrap_or_default()
+}
+
+/// The xlog.db lines that parse; a malformed line is skipped, not fatal, here.
+fn lenient_xlog(bytes: &[u8]) -> Vec<XlogDbEntry> {
+    if let Ok(all) = xlogdb::parse(bytes) {
+        return all;
     }
-}
-
-fn parse_xlog_line(line: &str) -> Option<XlogEntry> {
-    let mut parts = line.split('\t');
-    let name = parts.next()?.to_owned();
-    let size = parts.next()?.parse().ok()?;
-    let time = parts.next()?.parse().ok()?;
-    let compression = parts.next().filter(|c| *c != "None").map(str::to_owned);
-    Some(XlogEntry { name, size, time, compression })
-}
-
-fn read_backups(backup_dir: &Path, base_dir: &Path) -> Vec<BackupSummary> {
-    let mut found = std::collections::BTreeMap::new();
-    // Barman < 3.13.2 kept backup.info in base/<ID>/; meta/ wins when both exist.
-    for entry in fs::read_dir(base_dir).into_iter().flatten().filter_map(Result::ok) {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if let Some(b) = read_backup_info(&entry.path().join("backup.info"), &id) {
-            found.insert(id, b);
-        }
-    }
-    for entry in fs::read_dir(backup_dir.join("meta")).into_iter().flatten().filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_suffix("-backup.info") {
-            if let Some(b) = read_backup_info(&entry.path(), id) {
-                found.insert(id.to_owned(), b);
-            }
-        }
-    }
-    found.into_values().collect()
-}
-
-fn read_backup_info(path: &Path, id: &str) -> Option<BackupSummary> {
-    let text = fs::read_to_string(path).ok()?;
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-            .filter(|v| *v != "None")
-            .map(str::to_owned)
-    };
-    let mode = get("mode").unwrap_or_default();
-    let backup_type = if get("parent_backup_id").is_some() {
-        "incremental"
-    } else if get("snapshots_info").is_some() {
-        "snapshot"
-    } else if mode.contains("rsync") {
-        "rsync"
-    } else {
-        "full"
-    };
-    Some(BackupSummary {
-        id: id.to_owned(),
-        status: get("status")?,
-        backup_type: backup_type.to_owned(),
-        end_time: get("end_time").and_then(|t| parse_info_time(&t)),
-        size: get("size").and_then(|s| s.parse().ok()),
-        end_wal: get("end_wal"),
-    })
-}
-
-/// `2026-11-25 12:33:56.246206+00:00` (Python's `str(datetime)`) as a Unix time.
-pub fn parse_info_time(text: &str) -> Option<f64> {
-    let t = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%:z").ok()?;
-    Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_micros()) / 1e6)
+    String::from_utf8_lossy(bytes).lines().filter_map(|l| XlogDbEntry::parse_line(l).ok()).collect()
 }
 
 #[cfg(test)]
@@ -215,11 +185,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn info_times_and_xlog_lines() {
-        assert_eq!(parse_info_time("2026-11-25 12:33:56+00:00"), Some(1_795_610_036.0));
-        assert!(parse_info_time("None").is_none());
-        let e = parse_xlog_line("000000010000000000000007\t2978078\t1795610025.863507\tgzip\tNone").expect("valid");
+    fn summaries_come_from_the_catalog() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/catalog");
+        let bytes = std::fs::read(dir.join("20261125T123233-backup.info.gzip-kept")).unwrap();
+        let info = BackupInfo::parse("20261125T123233".parse().unwrap(), &bytes).unwrap();
+        let s = BackupSummary::of(&info);
+        assert_eq!((s.status.as_str(), s.backup_type.as_str()), ("DONE", "full"));
+        assert_eq!(s.end_time, Some(1_795_610_011.782075));
+        assert_eq!(s.end_wal.as_deref(), Some("000000010000000000000006"));
+        let xlog = lenient_xlog(b"000000010000000000000007\t2978078\t1795610025.863507\tgzip\tNone\ngarbage\n");
+        assert_eq!(xlog.len(), 1);
+        let e = XlogEntry::of(&xlog[0]);
         assert_eq!((e.size, e.compression.as_deref()), (2_978_078, Some("gzip")));
-        assert!(parse_xlog_line("garbage").is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! How Barman shows things: sizes, durations, dates, JSON, and the console / JSON / Nagios
-//! renderings of the server diagnostics.
+//! renderings of the server diagnostics ([`render`]) and of the catalog ([`catalog`]).
 //!
 //! Barman's scripts and monitoring parse these texts, so each helper reproduces one function
 //! of Barman 3.x byte for byte (`pretty_size`, `human_readable_timedelta`, `ctime()`,
@@ -7,6 +7,7 @@
 //! command live in [`render`]; they turn the data of [`crate::diagnostics`] into text and do
 //! no I/O, so the CLI only prints what they return.
 
+pub mod catalog;
 pub mod render;
 
 use std::time::Duration;
@@ -77,6 +78,12 @@ pub fn ctime(epoch: f64) -> String {
 /// (`2026-11-25T12:34:31.702241+00:00`), as `barman diagnose` stamps its report.
 pub fn iso_now() -> String {
     chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()
+}
+
+/// The current local time as Python's `str(datetime.now())` (`2026-11-25 12:32:10.852816`),
+/// as Barman prints a backup's start.
+pub fn local_now() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 
 /// Python's `str()` of a timezone-aware datetime from PostgreSQL's text form:
@@ -188,6 +195,10 @@ fn write_json(value: &Value, indent: Option<usize>, depth: usize, out: &mut Stri
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        // Python's float repr (`1e-05`, `2.0`) where serde_json would write `1e-5`.
+        Value::Number(n) if n.is_f64() => {
+            out.push_str(&crate::catalog::pyliteral::float_repr(n.as_f64().unwrap_or_default()))
+        }
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::String(s) => write_json_string(s, out),
         Value::Array(items) => {

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::compression::{Compression, WalCompression};
 use crate::catalog::{xlogdb, BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, ServerCatalog, XlogDbEntry};
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
 use crate::storage::{StorageError, StorageOp};
@@ -88,6 +89,9 @@ pub struct RecoveryRequest {
     /// Whether to supply the receiver's `.partial` segment when the target needs it
     /// (default on; Barman's `--partial-wal` turns it on there).
     pub partial_wal: bool,
+    /// The server's WAL compression settings: archived WAL is decompressed with them
+    /// (`custom` needs the configured filters; the others are recognised by name).
+    pub compression: WalCompression,
 }
 
 /// What the operator should hear, in Barman's words.
@@ -219,7 +223,7 @@ pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) ->
     let wals = required_wal(catalog, &info, &req.target)?;
     let last_archived = wals.iter().filter_map(|e| e.name.segment()).max_by_key(|s| (s.timeline(), s.log(), s.seg()));
     for entry in &wals {
-        restore_wal_file(catalog, entry, &wal_dest.join(entry.name.to_string()))?;
+        restore_wal_file(catalog, &req.compression, entry, &wal_dest.join(entry.name.to_string()))?;
         wal_files += 1;
     }
     if req.partial_wal && !req.target.immediate {
@@ -358,16 +362,31 @@ fn parse_target_epoch(s: &str) -> Option<f64> {
     ts.to_offset_datetime().map(|t| t.unix_timestamp() as f64)
 }
 
-/// Copies one archived WAL file, decompressed, to `dest`.
-fn restore_wal_file(catalog: &ServerCatalog, entry: &XlogDbEntry, dest: &Path) -> Result<(), RecoveryError> {
+/// Copies one archived WAL file, decompressed, to `dest` (fsynced; the directory is fsynced
+/// once all are copied).
+fn restore_wal_file(
+    catalog: &ServerCatalog,
+    compression: &WalCompression,
+    entry: &XlogDbEntry,
+    dest: &Path,
+) -> Result<(), RecoveryError> {
     let src = catalog.wal_path(&entry.name);
-    match entry.compression.as_deref() {
+    let wal_err = |why: String| RecoveryError::Wal { name: entry.name.to_string(), why };
+    let algorithm: Compression = match entry.compression.as_deref() {
         None | Some("None") => {
             copy::copy_file(&src, dest)?;
-            Ok(())
+            return Ok(());
         }
-        Some(other) => Err(RecoveryError::Wal { name: entry.name.to_string(), why: format!("compression {other} is not supported yet") }),
-    }
+        Some(name) => name.parse().map_err(|_| wal_err(format!("xlog.db names an unknown compression {name:?}")))?,
+    };
+    let input = std::fs::File::open(&src).map_err(|e| StorageError::io(StorageOp::Open, &src, e))?;
+    let mut decoded = compression
+        .decoder(Some(algorithm), input)
+        .map_err(|e| wal_err(format!("cannot decompress {} ({algorithm}): {e}", src.display())))?;
+    let mut out = crate::storage::AtomicFile::create(dest, FILE_MODE)?;
+    std::io::copy(&mut decoded, &mut out).map_err(|e| wal_err(format!("cannot decompress {} ({algorithm}): {e}", src.display())))?;
+    out.commit()?;
+    Ok(())
 }
 
 /// The receiver's `.partial` for the segment right after the last archived one, on the same
