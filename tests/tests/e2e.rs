@@ -3,6 +3,7 @@
 
 mod archive_wal;
 mod backup;
+mod backup_compression;
 mod basebackup;
 mod catalog_commands;
 mod cli_cycle;
@@ -10,4 +11,5 @@ mod connection;
 mod receive_wal;
 mod recovery;
 mod streaming;
+mod wal_helpers;
 mod server_commands;

@@ -10,6 +10,7 @@ mod backup;
 mod catalog;
 mod diagnostics;
 mod get_wal;
+mod put_wal;
 mod recover;
 mod wal;
 
@@ -32,6 +33,7 @@ pub fn implemented(cmd: &Command) -> bool {
         || catalog::implemented(cmd)
         || recover::implemented(cmd)
         || get_wal::implemented(cmd)
+        || put_wal::implemented(cmd)
 }
 
 /// Prints completions for `shell`.
@@ -65,6 +67,9 @@ pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     }
     if get_wal::implemented(&cli.command) {
         return get_wal::run(cli, &config, out);
+    }
+    if put_wal::implemented(&cli.command) {
+        return put_wal::run(cli, &config, out);
     }
     unreachable!("filtered by implemented()")
 }

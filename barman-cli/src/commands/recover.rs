@@ -10,7 +10,7 @@ use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::catalog::{BackupId, BackupInfo, BackupSelector, BackupStatus, ServerCatalog};
 use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
-use barman_core::output::{human_duration, local_now};
+use barman_core::output::{human_duration, local_now_with_offset};
 use barman_core::recovery::{recover, ConfLine, RecoveryNotice, RecoveryRequest, RecoveryTarget, TargetTimeline};
 use serde_json::{json, Value};
 
@@ -75,7 +75,8 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         partial_wal: true,
         compression: WalCompression::from_config(server).context("the server's WAL compression settings")?,
     };
-    let start_time = local_now();
+    let start_time = local_now_with_offset();
+    let start_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let report = match recover(&req, &mut |n| notice(out, &n)) {
         Ok(r) => r,
         Err(e) => {
@@ -99,6 +100,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
             out.result("warnings_count", json!(report.warnings.len()));
             out.result("missing_files", json!(report.missing_files));
             out.result("recovery_start_time", json!(start_time));
+            out.result("recovery_start_time_timestamp", json!(start_epoch.to_string()));
             out.result("recovery_elapsed_time", json!(elapsed));
             out.result("recovery_elapsed_time_seconds", json!(report.elapsed));
         }

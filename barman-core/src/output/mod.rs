@@ -86,6 +86,12 @@ pub fn local_now() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 
+/// The current local time as Python's `str(datetime.now(tzlocal()))`
+/// (`2026-11-25 12:35:32.934166+00:00`), as Barman prints a restore's start.
+pub fn local_now_with_offset() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string()
+}
+
 /// Python's `str()` of a timezone-aware datetime from PostgreSQL's text form:
 /// `2026-11-25 12:33:55.815961+00` becomes `2026-11-25 12:33:55.815961+00:00`.
 pub fn python_timestamp(pg_text: &str) -> String {
