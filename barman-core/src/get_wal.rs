@@ -162,7 +162,7 @@ fn send_file(
         None
     } else {
         let mut head = vec![0u8; compression.magic_len()];
-        let got = read_up_to(&mut file, &mut head).map_err(|e| StorageError::io(StorageOp::Read, path, e))?;
+        let got = crate::storage::fs::read_full(&mut file, &mut head).map_err(|e| StorageError::io(StorageOp::Read, path, e))?;
         head.truncate(got);
         compression.identify_archived(&head)
     };
@@ -222,19 +222,6 @@ impl Write for SharedBuf {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -965,7 +965,7 @@ fn quote(value: &str) -> String {
 
 /// Polls `check` every 100 ms until it returns true, for at most [`TIMEOUT`]. Errors from
 /// `check` count as "not yet" (the server may be restarting); the last one is reported.
-fn wait_for(what: &str, mut check: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+pub fn wait_for(what: &str, mut check: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
     let deadline = Instant::now() + TIMEOUT;
     let mut last_error = None;
     loop {

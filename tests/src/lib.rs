@@ -61,7 +61,7 @@ mod tls;
 
 pub use barman_bin::{barman_bin, run_barman, BackgroundBarman, BarmanRun, BarmanSite};
 pub use cluster::{
-    AuthMethod, Cluster, ClusterOptions, BARMAN_USER, PASSWORD, STREAMING_USER, SUPERUSER,
+    wait_for, AuthMethod, Cluster, ClusterOptions, BARMAN_USER, PASSWORD, STREAMING_USER, SUPERUSER,
 };
 pub use command::{CommandOutput, RunCommand};
 pub use pg_bin::{majors, pg_bin_dir, ALL_MAJORS};

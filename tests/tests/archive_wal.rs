@@ -9,17 +9,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use barman_core::catalog::{CatalogLock, LockKind};
 use barman_core::compression::{Compression, WalCompression};
-use barman_tests::{pg_test, run_barman, BarmanSite, Cluster, ClusterOptions};
+use barman_tests::{wait_for, pg_test, run_barman, BarmanSite, Cluster, ClusterOptions};
 
-fn wait_for(what: &str, mut f: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
 
 /// The PID holding `pg`'s receive-wal lock, if a receiver runs.
 fn receiver_pid(site: &BarmanSite) -> anyhow::Result<Option<u32>> {

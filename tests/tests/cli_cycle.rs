@@ -3,20 +3,9 @@
 //! mistake, then `recover` to a restore point before the mistake — and the restored cluster is
 //! started and queried.
 
-use std::time::Duration;
-
 use anyhow::{ensure, Context as _};
-use barman_tests::{pg_test, BarmanSite, Cluster, ClusterOptions};
+use barman_tests::{wait_for, pg_test, BarmanSite, Cluster, ClusterOptions};
 
-fn wait_until(what: &str, mut f: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
 
 pg_test!(backup_then_point_in_time_recovery_from_the_command_line, |major| {
     let pg = Cluster::start(ClusterOptions::new(major))?;
@@ -81,7 +70,7 @@ pg_test!(backup_then_point_in_time_recovery_from_the_command_line, |major| {
     ensure!(r.stdout.contains("Doing PITR. Recovery target name: 'before_the_mistake'"), "{r}");
     ensure!(r.stdout.contains("Your PostgreSQL server has been successfully prepared for recovery!"), "{r}");
     restored.start_existing()?;
-    wait_until("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
+    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
     let rows = restored.sql("SELECT count(*) FROM accounts")?;
     ensure!(rows == "2000", "the restore point held 2000 rows, the restored cluster has {rows}");
     Ok(())

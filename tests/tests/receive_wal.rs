@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use barman_core::receive_wal::{run, ReceiverNotice, ReceiverSettings};
 use barman_replication::{ConnConfig, Connection, Lsn, SessionKind};
-use barman_tests::{pg_test, Cluster, ClusterOptions, STREAMING_USER};
+use barman_tests::{wait_for, pg_test, Cluster, ClusterOptions, STREAMING_USER};
 use tokio::sync::watch;
 
 fn settings(pg: &Cluster, dir: &Path) -> ReceiverSettings {
@@ -55,15 +55,6 @@ fn complete_segments(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(v)
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
 
 pg_test!(received_segments_equal_the_servers, |major| {
     let pg = Cluster::start(ClusterOptions::new(major).wal_segsize_mb(1))?;

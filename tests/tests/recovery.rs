@@ -11,18 +11,9 @@ use barman_core::receive_wal::{run, ReceiverSettings};
 use barman_core::recovery::{recover, RecoveryRequest, RecoveryTarget};
 use barman_core::wal::WalFileName;
 use barman_replication::{ConnConfig, Connection, Lsn, SessionKind};
-use barman_tests::{pg_test, Cluster, ClusterOptions, BARMAN_USER, STREAMING_USER};
+use barman_tests::{wait_for, pg_test, Cluster, ClusterOptions, BARMAN_USER, STREAMING_USER};
 use tokio::sync::watch;
 
-fn wait_for(what: &str, mut f: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    for _ in 0..600 {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("timed out waiting for {what}")
-}
 
 /// Moves the complete segments the receiver wrote into wals/ and xlog.db, as archive-wal does
 /// (uncompressed).

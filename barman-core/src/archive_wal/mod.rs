@@ -61,6 +61,7 @@ use barman_replication::{Lsn, SystemId};
 use crate::catalog::{self, CatalogError, ErrorReason, LockKind, ServerCatalog, ServerIdentity, XlogDbEntry};
 use crate::compression::{Compression, CompressionError, WalCompression};
 use crate::config::ServerConfig;
+use crate::storage::fs::read_full;
 use crate::storage::{self, create_dir_all_durable, durable_rename, fsync_dir, AtomicFile, StorageError, StorageOp, DIR_MODE, FILE_MODE};
 use crate::wal::{WalFileName, WalSegmentSize};
 
@@ -836,20 +837,6 @@ fn unwrap_storage(e: io::Error) -> ArchiveError {
         Ok(storage) => storage.into(),
         Err(e) => StorageError::io(StorageOp::Read, PathBuf::new(), e).into(),
     }
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// The first `n` bytes of a file (fewer if it is shorter).

@@ -230,7 +230,7 @@ async fn stream_once(
 
     let mut point = match start_position(&settings.streaming_dir, size)? {
         Some(p) => p,
-        None => slot_or_current_position(&mut conn, settings, &sys, size).await?,
+        None => slot_or_current_position(&mut conn, &config, settings, &sys, size).await?,
     };
     loop {
         if point.timeline.0 > 1 {
@@ -320,20 +320,49 @@ async fn stream_once(
 
 /// With nothing in `streaming/`: the slot's `restart_lsn` if it has one, else the server's
 /// current position, rounded down to a segment start.
+///
+/// On 15+ READ_REPLICATION_SLOT says it (as pg_receivewal does). On 13 and 14 a WAL sender
+/// cannot tell, and pg_receivewal starts at the current position — losing the WAL the slot
+/// kept if the server switched segments before the receiver connected. barman-rs asks
+/// `pg_replication_slots` on a normal session with the same connection settings instead, and
+/// only falls back to the current position when that session is refused.
 async fn slot_or_current_position(
     conn: &mut Connection,
+    config: &ConnConfig,
     settings: &ReceiverSettings,
     sys: &barman_replication::IdentifySystem,
     size: WalSegmentSize,
 ) -> Result<StartPoint, ReceiveWalError> {
-    if let (Some(slot), true) = (&settings.slot, conn.server_major() >= 15) {
-        if let Some(s) = conn.read_replication_slot(slot).await? {
-            if let (Some(lsn), Some(tli)) = (s.restart_lsn, s.restart_tli) {
-                return Ok(StartPoint { lsn: lsn.segment_start(size.bytes()), timeline: tli });
+    if let Some(slot) = &settings.slot {
+        if conn.server_major() >= 15 {
+            if let Some(s) = conn.read_replication_slot(slot).await? {
+                if let (Some(lsn), Some(tli)) = (s.restart_lsn, s.restart_tli) {
+                    return Ok(StartPoint { lsn: lsn.segment_start(size.bytes()), timeline: tli });
+                }
+            }
+        } else {
+            match slot_position_via_sql(config, slot).await {
+                // Not past the server's position: a restart_lsn ahead of it would be odd, and
+                // streaming cannot start in the future.
+                Ok(Some(lsn)) if lsn <= sys.xlogpos => {
+                    return Ok(StartPoint { lsn: lsn.segment_start(size.bytes()), timeline: sys.timeline });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    server = %settings.server, slot, error = %e,
+                    "cannot read the slot's position on a normal session; starting at the server's current position"
+                ),
             }
         }
     }
     Ok(StartPoint { lsn: sys.xlogpos.segment_start(size.bytes()), timeline: sys.timeline })
+}
+
+async fn slot_position_via_sql(config: &ConnConfig, slot: &str) -> Result<Option<Lsn>, barman_replication::Error> {
+    let mut sql = Connection::connect(config, SessionKind::Normal).await?;
+    let found = sql.replication_slot_via_sql(slot).await?;
+    let _ = sql.close().await;
+    Ok(found.and_then(|s| s.restart_lsn))
 }
 
 #[cfg(test)]

@@ -80,3 +80,18 @@ pub fn open_or_create_rw(path: &Path, mode: u32) -> Result<File, StorageError> {
         Err(e) => Err(StorageError::io(StorageOp::Create, path, e)),
     }
 }
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read (short only
+/// at the end). For the magic bytes at the start of a file, and chunked comparisons.
+pub fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
