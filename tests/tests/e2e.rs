@@ -10,6 +10,7 @@ mod cli_cycle;
 mod connection;
 mod receive_wal;
 mod recovery;
+mod retention;
 mod streaming;
 mod wal_helpers;
 mod server_commands;

@@ -12,6 +12,7 @@ mod diagnostics;
 mod get_wal;
 mod put_wal;
 mod recover;
+mod retention;
 mod wal;
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub fn implemented(cmd: &Command) -> bool {
         || recover::implemented(cmd)
         || get_wal::implemented(cmd)
         || put_wal::implemented(cmd)
+        || retention::implemented(cmd)
 }
 
 /// Prints completions for `shell`.
@@ -70,6 +72,9 @@ pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     }
     if put_wal::implemented(&cli.command) {
         return put_wal::run(cli, &config, out);
+    }
+    if retention::implemented(&cli.command) {
+        return retention::run(cli, &config, out);
     }
     unreachable!("filtered by implemented()")
 }
