@@ -10,6 +10,7 @@ mod backup;
 mod catalog;
 mod diagnostics;
 mod get_wal;
+mod processes;
 mod put_wal;
 mod recover;
 mod retention;
@@ -36,6 +37,7 @@ pub fn implemented(cmd: &Command) -> bool {
         || get_wal::implemented(cmd)
         || put_wal::implemented(cmd)
         || retention::implemented(cmd)
+        || processes::implemented(cmd)
 }
 
 /// Prints completions for `shell`.
@@ -75,6 +77,9 @@ pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     }
     if retention::implemented(&cli.command) {
         return retention::run(cli, &config, out);
+    }
+    if processes::implemented(&cli.command) {
+        return processes::run(cli, &config, out);
     }
     unreachable!("filtered by implemented()")
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use barman_core::archive_wal::switch::{self, SwitchOutcome, WaitTarget};
 use barman_core::archive_wal::{self, ArchiveError, ArchiverSettings};
-use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, CatalogLock, LockKind, ServerCatalog, ServerIdentity};
+use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, LockKind, ServerCatalog, ServerIdentity};
 use barman_core::config::{Config, ServerConfig};
 use barman_core::diagnostics::facts;
 use barman_core::receive_wal::{self, ReceiverNotice, ReceiverSettings};
@@ -87,7 +87,7 @@ fn receive_wal_command(config: &Config, args: &ReceiveWalArgs, out: &mut Output)
     if args.stop && args.reset {
         out.error("--stop and --reset options are not compatible");
     } else if args.stop {
-        stop_process(&catalog, "receive-wal", LockKind::ServerReceiveWal, true, out);
+        stop_process(&catalog, "receive-wal", true, out);
     } else if args.create_slot {
         runtime()?.block_on(create_slot(cfg, args.if_not_exists, out));
     } else if args.drop_slot {
@@ -98,43 +98,12 @@ fn receive_wal_command(config: &Config, args: &ReceiveWalArgs, out: &mut Output)
     Ok(())
 }
 
-/// Barman's `Server.kill`: SIGINT to the process holding the task's lock, then up to ten
-/// seconds for it to let the lock go. The signal is sent with `kill(1)`: the workspace
-/// forbids `unsafe`, which a direct `kill(2)` call needs.
-fn stop_process(catalog: &ServerCatalog, task: &str, kind: LockKind, fail_if_not_present: bool, out: &mut Output) {
-    let owner = CatalogLock::owner_pid(catalog.lock_directory(), catalog.server_name(), &kind);
-    let pid = match owner {
-        Ok(Some(pid)) => pid,
-        Ok(None) => {
-            if fail_if_not_present {
-                out.error(&format!("Termination of {task} failed: no such process for server {}", catalog.server_name()));
-            }
-            return;
-        }
-        Err(e) => {
-            out.error(&chain(&e));
-            return;
-        }
-    };
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    for _ in 0..100 {
-        match CatalogLock::owner_pid(catalog.lock_directory(), catalog.server_name(), &kind) {
-            Ok(Some(p)) if p == pid => std::thread::sleep(Duration::from_millis(100)),
-            _ => {
-                out.info(&format!("Stopped process {task}({pid})"));
-                return;
-            }
-        }
-        if !sent {
-            break;
-        }
+/// Barman's `Server.kill` for `task` (see [`barman_core::catalog::process::terminate`]).
+fn stop_process(catalog: &ServerCatalog, task: &str, fail_if_not_present: bool, out: &mut Output) {
+    match barman_core::catalog::process::terminate(catalog.lock_directory(), catalog.server_name(), task, Duration::from_secs(10)) {
+        Ok(outcome) => super::processes::report_termination(&outcome, task, catalog.server_name(), fail_if_not_present, out),
+        Err(e) => out.error(&chain(&e)),
     }
-    out.error(&format!("Cannot terminate process {task}({pid})"));
 }
 
 /// A replication connection on `streaming_conninfo`, or the error already reported.
@@ -559,7 +528,7 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
         if cfg.streaming_archiver {
             background_receive_wal(config, cfg, &catalog, keep_descriptors, out);
         } else {
-            stop_process(&catalog, "receive-wal", LockKind::ServerReceiveWal, false, out);
+            stop_process(&catalog, "receive-wal", false, out);
         }
         cron_check_backups(cfg, &catalog, out);
         if cfg.retention_policy.is_some() {

@@ -23,6 +23,7 @@ pub mod backup_info;
 pub mod identity;
 pub mod layout;
 pub mod lock;
+pub mod process;
 pub mod pyliteral;
 pub mod query;
 pub mod timestamp;

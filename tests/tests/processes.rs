@@ -1,0 +1,47 @@
+//! Barman's process management through lock files: `list-processes`, `terminate-process`,
+//! `lock-directory-cleanup`, and a second `backup` refused while one runs.
+
+use anyhow::ensure;
+use barman_core::catalog::{CatalogLock, LockKind};
+use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions};
+
+pg_test!(list_terminate_and_clean_up, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let site = BarmanSite::new(&pg, &[])?;
+    let r = site.run(&["list-processes", "pg"])?;
+    ensure!(r.code == 0 && r.stdout == "No active subprocesses found for server pg.\n", "{r}");
+
+    ensure!(site.run(&["receive-wal", "--create-slot", "pg"])?.code == 0);
+    let mut receiver = site.spawn(&["receive-wal", "pg"])?;
+    let pid = receiver.pid();
+    let listed = format!("Active subprocesses for server pg:\n{pid} receive-wal\n");
+    wait_for("receive-wal to show up", || Ok(site.run(&["list-processes", "pg"])?.stdout == listed))?;
+    let j = site.run(&["-f", "json", "list-processes", "pg"])?.json()?;
+    ensure!(j["pg"] == serde_json::json!([{"pid": pid, "name": "receive-wal"}]), "{j}");
+
+    // A backup in progress (its lock held here) makes a second one refuse, clearly.
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let lock_dir = site.home.path();
+    let held = CatalogLock::acquire(lock_dir, "pg", LockKind::ServerBackup)?;
+    let r = site.run(&["backup", "pg"])?;
+    ensure!(r.code == 1 && r.stderr.contains("Another backup process is running"), "{r}");
+    let r = site.run(&["list-processes", "pg"])?;
+    ensure!(r.stdout.contains(&format!("{} backup", std::process::id())), "{r}");
+    drop(held);
+
+    let r = site.run(&["terminate-process", "pg", "receive-wal"])?;
+    ensure!(r.code == 0 && r.stdout == format!("Stopped process receive-wal({pid})\n"), "{r}");
+    ensure!(receiver.terminate()?.success(), "receive-wal exits cleanly on SIGINT");
+    let r = site.run(&["terminate-process", "pg", "receive-wal"])?;
+    ensure!(r.code == 1 && r.stderr.contains("Termination of receive-wal failed: no such process for server pg"), "{r}");
+
+    // Lock files nobody holds are removed; a held one stays.
+    let held = CatalogLock::acquire(lock_dir, "pg", LockKind::ServerArchiveWal)?;
+    ensure!(lock_dir.join(".pg-receive-wal.lock").exists() && lock_dir.join(".pg-backup.lock").exists());
+    let r = site.run(&["lock-directory-cleanup"])?;
+    ensure!(r.code == 0, "{r}");
+    ensure!(!lock_dir.join(".pg-receive-wal.lock").exists() && !lock_dir.join(".pg-backup.lock").exists());
+    ensure!(held.path().exists());
+    Ok(())
+});
