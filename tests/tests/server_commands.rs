@@ -112,7 +112,6 @@ pg_test!(check_status_show_on_real_servers, |major| {
     }
     ensure!(active, "pg_receivewal did not attach to the slot");
     let lock = fs::File::create(home.join(".pg-receive-wal.lock"))?;
-    #[allow(clippy::incompatible_msrv)] // File::try_lock is in the toolchain CI uses
     let held = lock.try_lock();
     held.context("holding the receive-wal lock")?;
 

@@ -14,10 +14,6 @@
 //! Most locks are tried once (`LOCK_NB`) and fail with [`CatalogError::LockBusy`]; the
 //! xlog.db and sync-wal locks wait, as in Barman ([`LockKind::waits`]).
 
-// `File::lock`/`try_lock`/`unlock` are stable since Rust 1.89 (DESIGN.md §7 chose them over a
-// flock crate); the workspace still declares rust-version 1.85 and should be raised to 1.89.
-#![allow(clippy::incompatible_msrv)]
-
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -158,7 +158,6 @@ impl XlogEntry {
 
 /// Whether a process holds the flock on `path`, PID written or not (so a holder caught
 /// between locking and writing its PID still counts; `CatalogLock::owner_pid` needs the PID).
-#[allow(clippy::incompatible_msrv)] // File::try_lock is in the toolchain CI uses
 fn lock_is_held(path: &std::path::Path) -> bool {
     let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(path) else { return false };
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))

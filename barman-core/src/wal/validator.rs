@@ -633,7 +633,7 @@ impl SegmentValidator {
         let block_size = expected.block_size;
         if !block_size.is_power_of_two()
             || !(1024..=65536).contains(&block_size)
-            || size.bytes() % u64::from(block_size) != 0
+            || !size.bytes().is_multiple_of(u64::from(block_size))
         {
             return Err(WalError::BadBlockSizeSetting {
                 segment,
