@@ -105,7 +105,7 @@ pub struct AbortStop {
 }
 
 /// One hook of one server, with the environment it will see.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hook {
     config_name: String,
     script: Option<String>,

@@ -8,6 +8,7 @@ mod basebackup;
 mod catalog_commands;
 mod cli_cycle;
 mod connection;
+mod hooks;
 mod processes;
 mod receive_wal;
 mod recovery;

@@ -44,7 +44,9 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     }
 
     // Barman archives what has arrived before it restores (`archive_wal(verbose=False)`).
-    let settings = ArchiverSettings::from_config(server).context("the server's WAL compression settings")?;
+    let settings = ArchiverSettings::from_config(server)
+        .context("the server's WAL compression settings")?
+        .with_hooks(server, &config.main_file);
     let mut lines = Vec::new();
     match archive_wal::archive_wal(&catalog, &ArchiverSettings { verbose: false, ..settings }, &mut |e| {
         lines.push(e.console_line())

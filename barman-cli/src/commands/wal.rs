@@ -52,9 +52,10 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-fn archiver_settings(cfg: &ServerConfig, out: &mut Output) -> Option<ArchiverSettings> {
+/// The server's archiver settings with its archive hooks; `None` after the error was shown.
+fn archiver_settings(config: &Config, cfg: &ServerConfig, out: &mut Output) -> Option<ArchiverSettings> {
     match ArchiverSettings::from_config(cfg) {
-        Ok(s) => Some(s),
+        Ok(s) => Some(s.with_hooks(cfg, &config.main_file)),
         Err(e) => {
             out.error(&format!("server {}: {}", cfg.name, chain(&e)));
             None
@@ -67,7 +68,7 @@ fn archiver_settings(cfg: &ServerConfig, out: &mut Output) -> Option<ArchiverSet
 
 fn archive_wal_command(config: &Config, name: &str, out: &mut Output) {
     let Some(cfg) = one_server(config, name, out) else { return };
-    let Some(settings) = archiver_settings(cfg, out) else { return };
+    let Some(settings) = archiver_settings(config, cfg, out) else { return };
     let catalog = server_catalog(config, cfg);
     out.debug(&format!("Starting archive-wal for server {name}"));
     match archive_wal::archive_wal(&catalog, &settings, &mut |e| out.info(&e.console_line())) {
@@ -437,20 +438,21 @@ fn switch_wal_command(config: &Config, args: &SwitchWalArgs, out: &mut Output) -
             }
         };
         if args.archive {
-            wait_for_wal(cfg, &catalog, target, args.archive_timeout, out)?;
+            wait_for_wal(config, cfg, &catalog, target, args.archive_timeout, out)?;
         }
     }
     Ok(())
 }
 
 fn wait_for_wal(
+    config: &Config,
     cfg: &ServerConfig,
     catalog: &ServerCatalog,
     wal: Option<String>,
     timeout_secs: u64,
     out: &mut Output,
 ) -> anyhow::Result<()> {
-    let Some(settings) = archiver_settings(cfg, out) else { return Ok(()) };
+    let Some(settings) = archiver_settings(config, cfg, out) else { return Ok(()) };
     let max = if timeout_secs > 0 { format!(" (max: {timeout_secs} seconds)") } else { String::new() };
     let target = match &wal {
         Some(w) => {
@@ -524,21 +526,27 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
             out.warning(&format!("server {}: passive node synchronisation is not implemented yet in barman-rs", cfg.name));
             continue;
         }
-        cron_archive_wal(cfg, &catalog, out);
+        cron_archive_wal(config, cfg, &catalog, out);
         if cfg.streaming_archiver {
             background_receive_wal(config, cfg, &catalog, keep_descriptors, out);
         } else {
             stop_process(&catalog, "receive-wal", false, out);
         }
         cron_check_backups(cfg, &catalog, out);
-        if cfg.retention_policy.is_some() {
-            out.debug(&format!("server {}: retention policies are not enforced by barman-rs yet", cfg.name));
+        // Barman's cron_retention_policy: deletes what the policy calls OBSOLETE when
+        // retention_policy_mode = auto.
+        let settings = barman_core::retention::RetentionSettings::from_config(cfg);
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(e) = barman_core::retention::apply_retention(&catalog, &settings, now, &mut |n| {
+            super::retention::print_notice(out, n)
+        }) {
+            out.error(&format!("server {}: retention policy: {}", cfg.name, chain(&e)));
         }
     }
     Ok(())
 }
 
-fn cron_archive_wal(cfg: &ServerConfig, catalog: &ServerCatalog, out: &mut Output) {
+fn cron_archive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerCatalog, out: &mut Output) {
     match catalog.lock(LockKind::ServerArchiveWal) {
         Ok(lock) => drop(lock),
         Err(CatalogError::LockBusy { .. }) => {
@@ -554,7 +562,7 @@ fn cron_archive_wal(cfg: &ServerConfig, catalog: &ServerCatalog, out: &mut Outpu
         }
     }
     out.info(&format!("Starting WAL archiving for server {}", cfg.name));
-    let Some(mut settings) = archiver_settings(cfg, out) else { return };
+    let Some(mut settings) = archiver_settings(config, cfg, out) else { return };
     settings.verbose = false;
     match archive_wal::archive_wal(catalog, &settings, &mut |e| tracing::info!(server = %cfg.name, "{}", e.console_line())) {
         Ok(_) | Err(ArchiveError::AlreadyRunning { .. }) => {}
