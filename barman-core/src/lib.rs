@@ -17,5 +17,6 @@ pub mod output;
 pub mod put_wal;
 pub mod receive_wal;
 pub mod recovery;
+pub mod retention;
 pub mod storage;
 pub mod wal;

@@ -12,6 +12,7 @@ mod hooks;
 mod processes;
 mod receive_wal;
 mod recovery;
+mod recovery_targets;
 mod retention;
 mod streaming;
 mod wal_helpers;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use barman_core::archive_wal::{self, ArchiverSettings};
-use barman_core::backup::streaming::{take_streaming_backup, BackupError, BackupNotice, StreamingBackupRequest};
+use barman_core::backup::compressed::BackupCompressionSettings;
+use barman_core::backup::streaming::{take_streaming_backup_compressed, BackupError, BackupNotice, StreamingBackupRequest};
 use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, ServerCatalog};
 use barman_core::config::{BackupMethod, Config, ServerConfig};
 use barman_core::diagnostics::checks;
@@ -64,12 +65,14 @@ fn backup_one(
         ));
         return Ok(());
     }
-    if server.backup_compression.is_some() {
-        out.error(&format!(
-            "backup_compression is not implemented yet in barman-rs (server '{name}'); remove it to take plain backups"
-        ));
-        return Ok(());
-    }
+    // Barman validates these in its checks and starts no backup when they are wrong.
+    let compression = match BackupCompressionSettings::from_config(server) {
+        Ok(c) => c,
+        Err(e) => {
+            out.error(&format!("Impossible to start the backup: invalid backup_compression settings for server '{name}':\n{e}"));
+            return Ok(());
+        }
+    };
     let Some(conninfo) = server.conninfo.clone() else {
         out.error(&format!("failed to start backup: missing 'conninfo' for server '{name}'"));
         return Ok(());
@@ -120,7 +123,28 @@ fn backup_one(
 
     let started_wall = local_now();
     let started = Instant::now();
-    let result = rt.block_on(take_streaming_backup(&req, &mut |notice| out.info(&notice_line(name, &notice))));
+    // Barman purges the WAL older than a server's first backup between "Finalising the
+    // backup." and "Backup size:". The purge needs the backup's begin_wal, known once the
+    // backup returns, so the lines after "Finalising" wait until then.
+    let mut held: Vec<String> = Vec::new();
+    let result = rt.block_on(take_streaming_backup_compressed(&req, compression.as_ref(), &mut |notice| {
+        let line = notice_line(name, &notice);
+        if held.is_empty() && !matches!(notice, BackupNotice::Size { .. } | BackupNotice::EndLsn { .. }) {
+            out.info(&line);
+        } else {
+            held.push(line);
+        }
+    }));
+    if let Ok(info) = &result {
+        let settings = barman_core::retention::RetentionSettings::from_config(server);
+        let purged = barman_core::retention::purge_before_first_backup(&catalog, &settings, info, &mut |n| {
+            super::retention::print_notice(out, n)
+        });
+        if let Err(e) = purged {
+            out.error(&format!("{:#}", anyhow::Error::new(e).context("removing the WAL that precedes the first backup")));
+        }
+    }
+    held.iter().for_each(|line| out.info(line));
     let info = match result {
         Ok(info) => info,
         Err(BackupError::Catalog(CatalogError::LockBusy { .. })) => {
@@ -154,6 +178,17 @@ fn backup_one(
         archive_pass(&catalog, &ArchiverSettings { verbose: false, ..settings }, out)?;
     }
     let status = complete(&catalog, &info)?;
+    // Barman's Server.backup purges again, silently, once the archiver has run: WAL older
+    // than the first backup may have reached the archive during the backup.
+    let settings = barman_core::retention::RetentionSettings::from_config(server);
+    let purged = barman_core::retention::purge_before_first_backup(&catalog, &settings, &info, &mut |n| {
+        if matches!(n.level, barman_core::retention::Level::Warning | barman_core::retention::Level::Error) {
+            super::retention::print_notice(out, n)
+        }
+    });
+    if let Err(e) = purged {
+        out.error(&format!("{:#}", anyhow::Error::new(e).context("removing the WAL that precedes the first backup")));
+    }
     if status == BackupStatus::WaitingForWals {
         out.warning(
             "IMPORTANT: this backup is classified as WAITING_FOR_WALS, meaning that Barman has not received \

@@ -49,6 +49,9 @@ pub struct PlainExtractor {
     stream: TarStream,
     open: Option<(File, PathBuf)>,
     dirs: BTreeSet<PathBuf>,
+    exclude: BTreeSet<String>,
+    /// Inside an excluded file: its data is dropped.
+    skipping: bool,
     bytes: u64,
     files: u64,
 }
@@ -71,9 +74,18 @@ impl PlainExtractor {
             stream: TarStream::new(),
             open: None,
             dirs,
+            exclude: BTreeSet::new(),
+            skipping: false,
             bytes: 0,
             files: 0,
         })
+    }
+
+    /// Leaves out the members whose path is one of `names` (Barman restores `base.tar*` without
+    /// `recovery.conf` and `tablespace_map`: PostgreSQL would act on them).
+    pub fn excluding(mut self, names: BTreeSet<String>) -> PlainExtractor {
+        self.exclude = names;
+        self
     }
 
     /// Bytes of file content written so far.
@@ -98,6 +110,10 @@ impl PlainExtractor {
         match ev {
             TarEvent::Entry(entry) => {
                 self.close_file()?;
+                self.skipping = self.exclude.contains(&entry.path);
+                if self.skipping {
+                    return Ok(());
+                }
                 if self.created_links.iter().any(|l| entry.path.starts_with(&format!("{l}/"))) {
                     return Err(ExtractError::UnderLink(entry.path));
                 }
@@ -131,6 +147,7 @@ impl PlainExtractor {
                     }
                 }
             }
+            TarEvent::Data(_) if self.skipping => {}
             TarEvent::Data(d) => {
                 let (file, path) = self.open.as_mut().expect("data follows a file entry");
                 file.write_all(d).map_err(|e| StorageError::io(StorageOp::Write, path.as_path(), e))?;

@@ -3,8 +3,10 @@
 //!
 //! * [`tar_stream`] reads the tar archives BASE_BACKUP sends, without buffering files.
 //! * [`extract`] writes one out as a plain directory tree, durably and safely.
+//! * [`compressed`] writes them as compressed tars (`backup_compression`) and reads those back.
 //! * [`streaming`] takes a whole backup into the catalog (`backup_method = postgres`).
 
+pub mod compressed;
 pub mod extract;
 pub mod streaming;
 pub mod tar_stream;

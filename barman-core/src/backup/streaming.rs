@@ -10,7 +10,10 @@
 //! 3. BASE_BACKUP (label `barman_<ID>`, manifest with SHA256 checksums) on the streaming
 //!    connection: `base.tar` extracted into `base/<ID>/data/`, each tablespace's archive into
 //!    `base/<ID>/<oid>/` with `data/pg_tblspc/<oid>` pointing there, the manifest as
-//!    `data/backup_manifest` — every file fsynced;
+//!    `data/backup_manifest` — every file fsynced. With `backup_compression` (tar format) the
+//!    archives are instead written compressed as `data/base.tar.gz`, `data/<oid>.tar.gz`, …
+//!    (see [`super::compressed`]), with a `tablespace_map` in place of the links, as
+//!    `pg_basebackup --format=tar` asks for;
 //! 4. record the end (`pg_current_wal_lsn()` right after the copy, as Barman does), the
 //!    begin fields from `backup_label`, sizes and copy statistics;
 //! 5. status `WAITING_FOR_WALS` until the WAL up to `end_wal` is archived, then `DONE`.
@@ -31,7 +34,25 @@ use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
 use crate::storage::StorageError;
 use crate::wal::{WalSegmentName, WalSegmentSize};
 
+use super::compressed::{
+    read_member, spawn_archive_file, spawn_plain_extract, ArchiveCompression, ArchiveError, ArchiveInput, ArchivePipe,
+    BackupCompressionSettings,
+};
 use super::extract::{ExtractError, PlainExtractor};
+
+/// The largest `backup_label` read back from a compressed `base.tar*` (PostgreSQL's is a few
+/// hundred bytes).
+const BACKUP_LABEL_MAX: usize = 64 * 1024;
+
+/// Where the current archive's bytes go.
+enum ArchiveSink {
+    /// Unpacked into a plain tree on this task (uncompressed backups).
+    Plain(PlainExtractor),
+    /// Written as a (compressed) file on a blocking thread.
+    File(ArchivePipe<u64>),
+    /// Decompressed and unpacked on a blocking thread (server compression, plain format).
+    Unpack(ArchivePipe<(u64, u64)>),
+}
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -116,6 +137,9 @@ pub enum BackupError {
     /// The backup stream could not be written out.
     #[error(transparent)]
     Extract(#[from] ExtractError),
+    /// A compressed archive could not be written or read back.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     /// The server answered something barman-rs cannot use.
     #[error("{0}")]
     Invalid(String),
@@ -167,6 +191,17 @@ pub async fn take_streaming_backup(
     req: &StreamingBackupRequest,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
+    take_streaming_backup_compressed(req, None, notify).await
+}
+
+/// [`take_streaming_backup`] with the server's `backup_compression*` settings (checked with
+/// [`BackupCompressionSettings::from_config`]): tar archives compressed by barman-rs or by a
+/// PostgreSQL 15+ server, or a plain tree unpacked from a server-compressed stream.
+pub async fn take_streaming_backup_compressed(
+    req: &StreamingBackupRequest,
+    compression: Option<&BackupCompressionSettings>,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<BackupInfo, BackupError> {
     let _lock = req.catalog.lock(LockKind::ServerBackup)?;
     req.catalog.create_skeleton()?;
     let mut id = BackupId::from_datetime(local_now()?)?;
@@ -185,7 +220,7 @@ pub async fn take_streaming_backup(
 
     let started = Instant::now();
     let mut phase = "starting backup";
-    match run(req, &mut info, &mut phase, started, notify).await {
+    match run(req, compression, &mut info, &mut phase, started, notify).await {
         Ok(()) => Ok(info),
         Err(e) => {
             let reason = format!("failure {phase} ({})", first_line(&error_chain(&e)));
@@ -199,6 +234,7 @@ pub async fn take_streaming_backup(
 
 async fn run(
     req: &StreamingBackupRequest,
+    compression: Option<&BackupCompressionSettings>,
     info: &mut BackupInfo,
     phase: &mut &'static str,
     started: Instant,
@@ -237,6 +273,13 @@ async fn run(
     info.included_files = (!facts.included_files.is_empty()).then(|| facts.included_files.clone());
     info.xlog_segment_size = Some(facts.segment_size);
     info.write(&req.catalog)?;
+    if let Some(c) = compression {
+        c.check_server(facts.version).map_err(|e| BackupError::Invalid(e.to_string()))?;
+    }
+    // Tar format: one (compressed) archive per tablespace, as `pg_basebackup --format=tar`.
+    let tar_algorithm = compression.filter(|c| c.is_tar()).map(|c| c.algorithm);
+    // What the server compresses with, if it does: its archives arrive as `base.tar.gz`, ….
+    let on_the_wire = compression.and_then(BackupCompressionSettings::on_the_wire);
 
     let seg = facts.segment_size.bytes();
     let current: Lsn = sql_one(&mut sql, "SELECT pg_current_wal_lsn()").await?.parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
@@ -255,14 +298,23 @@ async fn run(
         wal: false,
         wait: true,
         max_rate: req.bandwidth_limit,
-        tablespace_map: false,
+        // Tar archives cannot hold a usable pg_tblspc link: pg_basebackup asks for the map.
+        tablespace_map: tar_algorithm.is_some(),
         manifest: true,
         manifest_checksums: Some("SHA256".into()),
         verify_checksums: true,
-        compression: None,
+        compression: compression.and_then(BackupCompressionSettings::server_option),
     };
+    if tar_algorithm.is_some() {
+        // As Barman's `_prepare_backup_destination`: data/ and one (here empty) directory per
+        // tablespace, which its pg_basebackup tablespace mapping creates.
+        crate::storage::durable::create_dir_all_durable(&data_dir, 0o700)?;
+        for dir in links.values() {
+            crate::storage::durable::create_dir_all_durable(dir, 0o700)?;
+        }
+    }
     let copy_start = Instant::now();
-    let mut extractor: Option<PlainExtractor> = None;
+    let mut sink: Option<ArchiveSink> = None;
     let mut manifest: Vec<u8> = Vec::new();
     let mut backup_start: Option<(Lsn, TimelineId)> = None;
     {
@@ -272,25 +324,60 @@ async fn run(
                 BaseBackupEvent::Started { lsn, timeline } => backup_start = Some((lsn, timeline)),
                 BaseBackupEvent::Tablespaces(_) | BaseBackupEvent::Progress(_) | BaseBackupEvent::Finished { .. } => {}
                 BaseBackupEvent::ArchiveStart { name, .. } => {
-                    let target = match name.as_str() {
+                    if sink.is_some() {
+                        return Err(BackupError::Invalid(format!("archive {name:?} started inside another")));
+                    }
+                    let unexpected = || BackupError::Invalid(format!("unexpected archive {name:?} from the server"));
+                    // `base.tar` or `<oid>.tar`, plus the server's compression suffix.
+                    let tar_name = name.strip_suffix(on_the_wire.map_or("", ArchiveCompression::suffix)).ok_or_else(unexpected)?;
+                    let target = match tar_name {
                         "base.tar" => data_dir.clone(),
                         other => match other.strip_suffix(".tar").filter(|o| links.contains_key(*o)) {
                             Some(oid) => backup_dir.join(oid),
-                            None => return Err(BackupError::Invalid(format!("unexpected archive {other:?} from the server"))),
+                            None => return Err(unexpected()),
                         },
                     };
-                    extractor = Some(PlainExtractor::new(&target, links.clone())?);
+                    sink = Some(match (tar_algorithm, on_the_wire) {
+                        (Some(algorithm), wire) => {
+                            let input = match (wire, compression) {
+                                (Some(_), _) => ArchiveInput::Store,
+                                (None, c) => ArchiveInput::Compress {
+                                    algorithm,
+                                    level: c.and_then(|c| c.level),
+                                    workers: c.and_then(|c| c.workers),
+                                },
+                            };
+                            ArchiveSink::File(spawn_archive_file(data_dir.join(algorithm.archive_file(tar_name)), input))
+                        }
+                        (None, Some(wire)) => ArchiveSink::Unpack(spawn_plain_extract(target, wire, links.clone())?),
+                        (None, None) => ArchiveSink::Plain(PlainExtractor::new(&target, links.clone())?),
+                    });
                 }
-                BaseBackupEvent::ArchiveData(d) => {
-                    extractor.as_mut().ok_or_else(|| BackupError::Invalid("archive data outside an archive".into()))?.feed(&d)?
-                }
-                BaseBackupEvent::ArchiveEnd => {
-                    extractor.take().ok_or_else(|| BackupError::Invalid("archive end outside an archive".into()))?.finish()?;
-                }
+                BaseBackupEvent::ArchiveData(d) => match sink.as_mut() {
+                    Some(ArchiveSink::Plain(x)) => x.feed(&d)?,
+                    Some(ArchiveSink::File(p)) => p.feed(d).await?,
+                    Some(ArchiveSink::Unpack(p)) => p.feed(d).await?,
+                    None => return Err(BackupError::Invalid("archive data outside an archive".into())),
+                },
+                BaseBackupEvent::ArchiveEnd => match sink.take() {
+                    Some(ArchiveSink::Plain(x)) => {
+                        x.finish()?;
+                    }
+                    Some(ArchiveSink::File(p)) => {
+                        p.finish().await?;
+                    }
+                    Some(ArchiveSink::Unpack(p)) => {
+                        p.finish().await?;
+                    }
+                    None => return Err(BackupError::Invalid("archive end outside an archive".into())),
+                },
                 BaseBackupEvent::ManifestStart | BaseBackupEvent::ManifestEnd => {}
                 BaseBackupEvent::ManifestData(d) => manifest.extend_from_slice(&d),
             }
         }
+    }
+    if sink.is_some() {
+        return Err(BackupError::Invalid("the backup stream ended inside an archive".into()));
     }
     repl.close().await?;
     atomic_write(&data_dir.join("backup_manifest"), &manifest, FILE_MODE)?;
@@ -305,18 +392,39 @@ async fn run(
     // (a standby cannot create one; Barman skips it there too).
     if sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "f" {
         sql_one(&mut sql, &format!("SELECT pg_create_restore_point('barman_{id}')::text")).await?;
+        // As Barman's `stop_backup`: close the segment holding the end position, so it is
+        // archived now. BASE_BACKUP switched at its end, but any record written since
+        // (bgwriter's running-xacts, autovacuum, this restore point) leaves `end_wal` open, and
+        // `backup --wait` would wait for whatever fills it next.
+        sql_one(&mut sql, "SELECT pg_switch_wal()::text").await?;
     }
     sql.close().await?;
     let end_time: BarmanTimestamp = parse_pg_timestamp(&row[0])?;
     let end_xlog: Lsn = row[1].parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
-    let end_wal: WalSegmentName = row[2].parse().map_err(|e| BackupError::Invalid(format!("end WAL {}: {e}", row[2])))?;
+    let mut end_wal: WalSegmentName = row[2].parse().map_err(|e| BackupError::Invalid(format!("end WAL {}: {e}", row[2])))?;
+    // PostgreSQL 17 changed pg_walfile_name_offset() at a segment boundary: it names the
+    // segment that starts there, where older servers (and Barman's catalog) name the one that
+    // ends there — the segment holding the backup's last WAL. Barman corrects it the same way.
+    if facts.version >= 170000 && end_xlog.0.is_multiple_of(seg) {
+        end_wal = end_wal.prev(facts.segment_size).unwrap_or(end_wal);
+    }
     info.end_time = Some(end_time);
     info.end_xlog = Some(end_xlog);
     info.end_wal = Some(end_wal);
     info.end_offset = Some(end_xlog.0 % seg);
 
-    let label = std::fs::read_to_string(data_dir.join("backup_label"))
-        .map_err(|e| StorageError::io(crate::storage::StorageOp::Read, data_dir.join("backup_label"), e))?;
+    let label = match tar_algorithm {
+        None => std::fs::read_to_string(data_dir.join("backup_label"))
+            .map_err(|e| StorageError::io(crate::storage::StorageOp::Read, data_dir.join("backup_label"), e))?,
+        Some(algorithm) => {
+            // As Barman's `_read_compressed_backup_label`: the member of base.tar*.
+            let base = data_dir.join(algorithm.archive_file("base.tar"));
+            let bytes = read_member(&base, algorithm, "backup_label", BACKUP_LABEL_MAX)?
+                .ok_or_else(|| BackupError::Invalid(format!("Could not find backup_label in {}", base.display())))?;
+            String::from_utf8(bytes).map_err(|_| BackupError::Invalid(format!("backup_label in {} is not UTF-8", base.display())))?
+        }
+    };
+    info.compression = compression.and_then(BackupCompressionSettings::info_compression);
     let (begin_xlog, begin_wal) = parse_label(&label)?;
     if let Some((lsn, _)) = backup_start {
         if lsn != begin_xlog {

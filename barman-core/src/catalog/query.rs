@@ -7,9 +7,8 @@
 //!   is not done), shortcut resolution and keep annotations.
 //! * [`WalStats`] — what xlog.db says about the WAL of one backup (`Server.get_wal_info`):
 //!   the WAL it needs, the WAL archived until the next backup, rates and compression ratios.
-//! * [`RetentionStatus`] and [`BackupCatalog::retention_report`] — the retention column
-//!   (`RetentionPolicy._backup_report` for `REDUNDANCY` and `RECOVERY WINDOW`, honouring
-//!   `keep` annotations and `minimum_redundancy`).
+//! * [`BackupCatalog::retention_report`] — the retention column, reading the facts
+//!   `crate::retention::policy::report` decides on (keep annotations included).
 //! * [`BackupDetails`] — everything `show-backup` prints (`Server.get_backup_ext_info`).
 //! * [`BackupCatalog::directory_entries`] — `list-files` (`get_directory_entries`).
 //! * [`rebuild_xlogdb`] — xlog.db from the contents of `wals/`.
@@ -32,6 +31,8 @@ use super::timestamp::BarmanTimestamp;
 use super::xlogdb::{self, XlogDbEntry};
 use super::CatalogError;
 use crate::compression::{CompressionError, WalCompression};
+pub use crate::retention::{KeepTarget, RetentionStatus};
+use crate::retention::{annotations, policy, BackupFacts};
 use crate::config::{RetentionPolicy, ServerConfig};
 use crate::storage::{self, create_dir_all_durable, StorageError, StorageOp, DIR_MODE};
 use crate::wal::history::{HistoryError, TimelineHistory};
@@ -71,53 +72,6 @@ pub enum QueryError {
         /// The backup.info key.
         field: &'static str,
     },
-}
-
-/// The `keep` annotation of a backup (`barman keep`), `meta/<ID>-keep`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepTarget {
-    /// `full`: keep the backup and all the WAL after it.
-    Full,
-    /// `standalone`: keep the backup and only the WAL it needs to be consistent.
-    Standalone,
-}
-
-/// A backup's state under the retention policy, spelled as Barman prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetentionStatus {
-    /// Inside the policy.
-    Valid,
-    /// Outside the policy; `cron` will delete it.
-    Obsolete,
-    /// Outside the policy but kept for `minimum_redundancy` (`OBSOLETE*`).
-    PotentiallyObsolete,
-    /// Not subject to the policy (not DONE): `-`.
-    None,
-    /// `KEEP:FULL`.
-    KeepFull,
-    /// `KEEP:STANDALONE`.
-    KeepStandalone,
-}
-
-impl RetentionStatus {
-    /// Barman's spelling (`BackupInfo.VALID`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetentionStatus::Valid => "VALID",
-            RetentionStatus::Obsolete => "OBSOLETE",
-            RetentionStatus::PotentiallyObsolete => "OBSOLETE*",
-            RetentionStatus::None => "-",
-            RetentionStatus::KeepFull => "KEEP:FULL",
-            RetentionStatus::KeepStandalone => "KEEP:STANDALONE",
-        }
-    }
-
-    fn from_keep(keep: KeepTarget) -> Self {
-        match keep {
-            KeepTarget::Full => RetentionStatus::KeepFull,
-            KeepTarget::Standalone => RetentionStatus::KeepStandalone,
-        }
-    }
 }
 
 /// Barman's `backup_type` label: `snapshot` / `rsync` by `mode` prefix, else `incremental`
@@ -334,85 +288,34 @@ impl BackupCatalog {
     }
 
     /// The `keep` annotation of `id`: `meta/<ID>-keep`, or `base/<ID>/annotations/keep` where
-    /// Barman < 3.13.3 kept it. Any other non-empty content counts as `full`, as in Barman.
+    /// Barman < 3.13.3 kept it (read in place; see `retention::annotations`).
     pub fn keep_target(&self, id: BackupId) -> Result<Option<KeepTarget>, CatalogError> {
-        let legacy = self.catalog.backup_dir(id).join("annotations").join("keep");
-        let text = match storage::fs::read_if_exists(&self.catalog.keep_path(id))? {
-            Some(t) => Some(t),
-            None => storage::fs::read_if_exists(&legacy)?,
-        };
-        Ok(match text.as_deref() {
-            None | Some(b"") => None,
-            Some(b"standalone") => Some(KeepTarget::Standalone),
-            Some(_) => Some(KeepTarget::Full),
-        })
+        Ok(annotations::keep_target(&self.catalog, id)?)
     }
 
-    /// The retention status of every non-EMPTY backup under `policy` at `now`
-    /// (`RetentionPolicy._backup_report`). Incremental backups take their root's status,
-    /// except that a kept root passes on VALID (or OBSOLETE once outside the policy).
+    /// The retention status of every non-EMPTY backup under `policy` at `now`: the backups'
+    /// facts and keep annotations read from disk, the rules applied by
+    /// [`crate::retention::policy::report`].
     pub fn retention_report(
         &self,
         policy: RetentionPolicy,
         minimum_redundancy: u32,
         now: OffsetDateTime,
     ) -> Result<BTreeMap<BackupId, RetentionStatus>, CatalogError> {
-        let mut report = BTreeMap::new();
-        let (redundancy, point) = match policy {
-            RetentionPolicy::Redundancy(n) => (Some(n.max(minimum_redundancy)), None),
-            RetentionPolicy::RecoveryWindow { .. } => {
-                let window = policy.window().unwrap_or_default();
-                (None, Some(now - window))
-            }
-        };
-        let mut counted = 0u32; // DONE backups seen (redundancy) or kept as valid (window)
-        let mut outside = false; // window: a backup ending before the point was seen
-        for b in self.backups.iter().rev().filter(|b| b.status != BackupStatus::Empty) {
-            if b.parent_backup_id.is_some() {
-                continue; // takes its root's status below
-            }
-            let status = if b.status == BackupStatus::Done {
-                let keep = self.keep_target(b.backup_id)?.map(RetentionStatus::from_keep);
-                match (redundancy, point) {
-                    (Some(n), _) => {
-                        let s = keep.unwrap_or(if counted < n { RetentionStatus::Valid } else { RetentionStatus::Obsolete });
-                        counted += 1;
-                        s
-                    }
-                    (None, Some(point)) => {
-                        if !outside {
-                            counted += 1;
-                            if b.end_time.is_some_and(|t| instant(t) < point) {
-                                outside = true;
-                            }
-                            keep.unwrap_or(RetentionStatus::Valid)
-                        } else if counted < minimum_redundancy {
-                            counted += 1;
-                            keep.unwrap_or(RetentionStatus::PotentiallyObsolete)
-                        } else {
-                            keep.unwrap_or(RetentionStatus::Obsolete)
-                        }
-                    }
-                    (None, None) => unreachable!("one of the two policies"),
-                }
-            } else {
-                RetentionStatus::None
-            };
-            report.insert(b.backup_id, status);
-            if b.children_backup_ids.is_some() {
-                let beyond = match redundancy {
-                    Some(n) => counted > n,
-                    None => outside,
-                };
-                let inherited = match status {
-                    RetentionStatus::KeepStandalone if beyond => RetentionStatus::Obsolete,
-                    RetentionStatus::KeepStandalone | RetentionStatus::KeepFull => RetentionStatus::Valid,
-                    other => other,
-                };
-                self.propagate(b, inherited, &mut report);
-            }
+        let mut facts = Vec::with_capacity(self.backups.len());
+        for b in &self.backups {
+            // Barman reads the annotation of DONE backups only; others cannot be kept.
+            let keep = if b.status == BackupStatus::Done { self.keep_target(b.backup_id)? } else { None };
+            facts.push(BackupFacts {
+                id: b.backup_id,
+                status: b.status,
+                end_time: b.end_time.map(instant),
+                parent: b.parent_backup_id,
+                children: b.children_backup_ids.clone().unwrap_or_default(),
+                keep,
+            });
         }
-        Ok(report)
+        Ok(policy::report(&facts, policy, minimum_redundancy, now))
     }
 
     /// The retention report of `server`'s policy now; `None` when it has no (valid) policy,
@@ -421,15 +324,6 @@ impl BackupCatalog {
         match server.retention_policy {
             Some(policy) => Ok(Some(self.retention_report(policy, server.minimum_redundancy, OffsetDateTime::now_utc())?)),
             None => Ok(None),
-        }
-    }
-
-    fn propagate(&self, parent: &BackupInfo, status: RetentionStatus, report: &mut BTreeMap<BackupId, RetentionStatus>) {
-        for child in parent.children_backup_ids.iter().flatten() {
-            report.insert(*child, status);
-            if let Some(c) = self.get(*child) {
-                self.propagate(c, status, report);
-            }
         }
     }
 

@@ -6,7 +6,11 @@
 //! 1. check the backup is `DONE`; create the destination (0700);
 //! 2. copy `base/<ID>/data` into it on `jobs` threads, each tablespace into its location
 //!    (`--tablespace NAME:LOCATION` or where it was), and point `pg_tblspc/<oid>` there; the
-//!    manifest is kept as `backup_manifest.<ID>` so PostgreSQL ignores it;
+//!    manifest is kept as `backup_manifest.<ID>` so PostgreSQL ignores it. A compressed
+//!    (tar-format) backup is decompressed and unpacked instead, one archive per thread:
+//!    `data/<oid>.tar.*` into each tablespace's location, `data/base.tar.*` into the
+//!    destination without `recovery.conf` and `tablespace_map` (Barman's
+//!    `DecompressOperation`), every name checked on the way;
 //! 3. copy the WAL the target needs, decompressed, into `<dest>/barman_wal/` (or `pg_wal/`
 //!    for a standby); when the newest WAL exists only as the receiver's `streaming/*.partial`
 //!    and the target reaches past the archive, that segment is supplied too, with every byte
@@ -22,6 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::backup::compressed::{extract_archive, ArchiveCompression, ArchiveError};
 use crate::compression::{Compression, WalCompression};
 use crate::catalog::{xlogdb, BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, ServerCatalog, XlogDbEntry};
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
@@ -153,6 +158,9 @@ pub enum RecoveryError {
     /// A file operation failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An archive of a compressed backup could not be unpacked.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     /// The backup cannot be recovered.
     #[error("cannot recover from backup {id} of server {server} (status: {status})")]
     NotDone {
@@ -200,14 +208,35 @@ pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) ->
     notify(RecoveryNotice::CopyingBase);
     let data = catalog.backup_data_dir(info.backup_id);
     let id = info.backup_id;
-    copy::copy_tree(&data, dest, req.jobs, &|rel| rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc") || rel == Path::new("backup_manifest"))?;
+    let archived = match info.compression.as_deref() {
+        None | Some("None") => None,
+        Some(name) => Some(ArchiveCompression::from_name(name).ok_or_else(|| {
+            RecoveryError::Invalid(format!("backup {id} has compression {name:?}, which barman-rs cannot restore"))
+        })?),
+    };
+    let locations: Vec<(&crate::catalog::Tablespace, PathBuf)> = info
+        .tablespaces
+        .iter()
+        .flatten()
+        .map(|ts| (ts, req.tablespaces.get(&ts.name).cloned().unwrap_or_else(|| PathBuf::from(&ts.location))))
+        .collect();
+    match archived {
+        None => {
+            copy::copy_tree(&data, dest, req.jobs, &|rel| {
+                rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc") || rel == Path::new("backup_manifest")
+            })?;
+        }
+        Some(algorithm) => unpack_archives(&data, algorithm, dest, &locations, req.jobs)?,
+    }
     if data.join("backup_manifest").exists() {
         copy::copy_file(&data.join("backup_manifest"), &dest.join(format!("backup_manifest.{id}")))?;
     }
-    for ts in info.tablespaces.iter().flatten() {
-        let location = req.tablespaces.get(&ts.name).cloned().unwrap_or_else(|| PathBuf::from(&ts.location));
+    for (ts, location) in &locations {
+        let location = location.clone();
         notify(RecoveryNotice::Tablespace { oid: ts.oid, name: ts.name.clone(), location: location.clone() });
-        copy::copy_tree(&catalog.backup_dir(id).join(ts.oid.to_string()), &location, req.jobs, &|_| false)?;
+        if archived.is_none() {
+            copy::copy_tree(&catalog.backup_dir(id).join(ts.oid.to_string()), &location, req.jobs, &|_| false)?;
+        }
         let link = dest.join("pg_tblspc").join(ts.oid.to_string());
         std::fs::create_dir_all(dest.join("pg_tblspc")).map_err(|e| StorageError::io(StorageOp::CreateDir, dest.join("pg_tblspc"), e))?;
         let _ = std::fs::remove_file(&link);
@@ -285,6 +314,53 @@ pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) ->
         wal_files,
         elapsed: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Unpacks a tar-format backup: every archive on its own thread, at most `jobs` at once
+/// (the base archive, usually the biggest, first). Stops at the first failure.
+fn unpack_archives(
+    data: &Path,
+    algorithm: ArchiveCompression,
+    dest: &Path,
+    locations: &[(&crate::catalog::Tablespace, PathBuf)],
+    jobs: usize,
+) -> Result<(), RecoveryError> {
+    // (archive, where it goes, members left out)
+    let mut work: Vec<(PathBuf, PathBuf, &[&str])> =
+        vec![(data.join(algorithm.archive_file("base.tar")), dest.to_owned(), &["recovery.conf", "tablespace_map"])];
+    for (ts, location) in locations {
+        work.push((data.join(algorithm.archive_file(&format!("{}.tar", ts.oid))), location.clone(), &[]));
+    }
+    for (archive, _, _) in &work {
+        if !archive.exists() {
+            return Err(RecoveryError::Invalid(format!("the backup has no archive {}", archive.display())));
+        }
+    }
+    // The base archive holds no links (tablespace_map replaces them); should one come, it may
+    // only be a tablespace's and point where that tablespace is restored.
+    let links: std::collections::BTreeMap<String, PathBuf> =
+        locations.iter().map(|(ts, l)| (ts.oid.to_string(), l.clone())).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failure: std::sync::Mutex<Option<RecoveryError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, work.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((archive, target, exclude)) = work.get(i) else { break };
+                if failure.lock().expect("no panics while held").is_some() {
+                    break;
+                }
+                if let Err(e) = extract_archive(archive, algorithm, target, links.clone(), exclude) {
+                    failure.lock().expect("no panics while held").get_or_insert(e.into());
+                    break;
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("threads joined") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn describe_target(t: &RecoveryTarget) -> Option<String> {
