@@ -459,6 +459,13 @@ pub struct RecoverArgs {
     pub get_wal: bool,
     #[arg(long)]
     pub no_get_wal: bool,
+    /// Supply the WAL receiver's `.partial` segment when the target needs it (the default in
+    /// barman-rs: an RPO=0 setup loses nothing).
+    #[arg(long, overrides_with = "no_partial_wal")]
+    pub partial_wal: bool,
+    /// Leave the receiver's `.partial` segment out, as Barman before 3.19 does.
+    #[arg(long)]
+    pub no_partial_wal: bool,
     #[arg(long, overrides_with = "no_network_compression")]
     pub network_compression: bool,
     #[arg(long)]

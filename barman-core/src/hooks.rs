@@ -105,7 +105,7 @@ pub struct AbortStop {
 }
 
 /// One hook of one server, with the environment it will see.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
     config_name: String,
     script: Option<String>,
@@ -198,6 +198,21 @@ impl Hook {
         self.set("BARMAN_ERROR", info.error.clone().unwrap_or_default());
     }
 
+    /// [`Hook::env_from_backup`] with the neighbours read from the catalog (the newest older
+    /// and the oldest newer backup whose copy is done, as Barman's `get_previous_backup`).
+    pub fn env_from_catalog_backup(&mut self, catalog: &ServerCatalog, info: &BackupInfo) {
+        let (backups, _) = match crate::catalog::query::BackupCatalog::load(catalog) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the catalog for the hook's BARMAN_PREVIOUS_ID / BARMAN_NEXT_ID");
+                (crate::catalog::query::BackupCatalog::from_backups(catalog.clone(), Vec::new()), Vec::new())
+            }
+        };
+        let previous = backups.previous(info.backup_id).map(|b| b.backup_id.to_string());
+        let next = backups.next(info.backup_id).map(|b| b.backup_id.to_string());
+        self.env_from_backup(catalog, info, previous.as_deref(), next.as_deref());
+    }
+
     /// Barman's `env_from_wal_info`: the WAL file's name, path, size, time and compression.
     pub fn env_from_wal(&mut self, entry: &XlogDbEntry, path: &Path, error: Option<&str>) {
         self.set("BARMAN_SEGMENT", entry.name.to_string());
@@ -216,7 +231,7 @@ impl Hook {
         destination: &Path,
         tablespaces: &BTreeMap<String, String>,
         remote_command: Option<&str>,
-        options: &BTreeMap<String, String>,
+        options: &BTreeMap<String, serde_json::Value>,
         error: Option<&str>,
     ) {
         self.set("BARMAN_DESTINATION_DIRECTORY", destination.display().to_string());
@@ -292,15 +307,77 @@ impl Hook {
     }
 }
 
+/// The four hooks of one operation, run in Barman's order: [`HookSet::run_pre`] before it,
+/// [`HookSet::run_post`] after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSet {
+    /// `pre_<kind>_script`.
+    pub pre: Hook,
+    /// `pre_<kind>_retry_script`.
+    pub pre_retry: Hook,
+    /// `post_<kind>_retry_script`.
+    pub post_retry: Hook,
+    /// `post_<kind>_script`.
+    pub post: Hook,
+}
+
+impl HookSet {
+    /// The hooks of `kind` for `cfg`; `config_file` is the main configuration file.
+    pub fn new(cfg: &ServerConfig, config_file: &Path, kind: HookKind) -> HookSet {
+        HookSet {
+            pre: Hook::new(cfg, config_file, kind, Phase::Pre, false),
+            pre_retry: Hook::new(cfg, config_file, kind, Phase::Pre, true),
+            post_retry: Hook::new(cfg, config_file, kind, Phase::Post, true),
+            post: Hook::new(cfg, config_file, kind, Phase::Post, false),
+        }
+    }
+
+    /// The hooks of `kind`, or `None` when the configuration sets none of them.
+    pub fn configured(cfg: &ServerConfig, config_file: &Path, kind: HookKind) -> Option<HookSet> {
+        let set = HookSet::new(cfg, config_file, kind);
+        [&set.pre, &set.pre_retry, &set.post_retry, &set.post].iter().any(|h| h.is_set()).then_some(set)
+    }
+
+    /// Replaces the waits between retry attempts of both retry hooks.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> HookSet {
+        self.pre_retry.policy = policy;
+        self.post_retry.policy = policy;
+        self
+    }
+
+    /// The pre script, then the pre retry script, each after `env` filled its environment.
+    /// [`AbortStop`] from the retry script: the operation must not run.
+    pub fn run_pre(&self, env: &dyn Fn(&mut Hook)) -> Result<(), AbortStop> {
+        let mut pre = self.pre.clone();
+        env(&mut pre);
+        let _ = pre.run();
+        let mut retry = self.pre_retry.clone();
+        env(&mut retry);
+        retry.run().map(drop)
+    }
+
+    /// The post retry script (its 63 is logged and ignored: the operation is over, as in
+    /// Barman), then the post script, each after `env` filled its environment; `env` is told
+    /// which of the two it prepares (`true`: the retry script).
+    pub fn run_post(&self, env: &dyn Fn(&mut Hook, bool)) {
+        let mut retry = self.post_retry.clone();
+        env(&mut retry, true);
+        if let Err(abort) = retry.run() {
+            tracing::warn!(%abort, "ignoring the stop request of a post retry hook script: the operation is over");
+        }
+        let mut post = self.post.clone();
+        env(&mut post, false);
+        let _ = post.run();
+    }
+}
+
 /// Python's `json.dumps(map, sort_keys=True)`, or the empty string for an empty map.
-fn python_json_map(map: &BTreeMap<String, String>) -> String {
+fn python_json_map<V: Clone + Into<serde_json::Value>>(map: &BTreeMap<String, V>) -> String {
     if map.is_empty() {
         return String::new();
     }
-    let items: Vec<String> = map
-        .iter()
-        .map(|(k, v)| format!("{}: {}", serde_json::Value::from(k.as_str()), serde_json::Value::from(v.as_str())))
-        .collect();
+    let items: Vec<String> =
+        map.iter().map(|(k, v)| format!("{}: {}", serde_json::Value::from(k.as_str()), v.clone().into())).collect();
     format!("{{{}}}", items.join(", "))
 }
 
@@ -388,9 +465,11 @@ mod tests {
         let mut ts = BTreeMap::new();
         ts.insert("tbs1".to_owned(), "/tmp/rest-tbs1".to_owned());
         let mut opts = BTreeMap::new();
-        opts.insert("target_name".to_owned(), "X".to_owned());
+        opts.insert("target_name".to_owned(), serde_json::Value::from("X"));
         assert_eq!(python_json_map(&ts), r#"{"tbs1": "/tmp/rest-tbs1"}"#);
         assert_eq!(python_json_map(&opts), r#"{"target_name": "X"}"#);
-        assert_eq!(python_json_map(&BTreeMap::new()), "");
+        opts.insert("target_immediate".to_owned(), serde_json::Value::from(true));
+        assert_eq!(python_json_map(&opts), r#"{"target_immediate": true, "target_name": "X"}"#);
+        assert_eq!(python_json_map(&BTreeMap::<String, String>::new()), "");
     }
 }

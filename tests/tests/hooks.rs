@@ -82,3 +82,71 @@ pg_test!(a_pre_archive_retry_hook_exiting_63_stops_archiving, |major| {
     ensure!(!xlogdb.contains(segment), "{xlogdb}");
     Ok(())
 });
+
+pg_test!(backup_recovery_and_delete_hooks, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let hooks = tempfile::tempdir()?;
+    let h = hooks.path();
+    let flag = h.join("refuse");
+    let gate = h.join("gate.sh");
+    std::fs::write(&gate, format!("#!/bin/sh\n[ -e {} ] && exit 63\nexit 0\n", flag.display()))?;
+    let lines = [
+        format!("pre_backup_script = {}", recorder(h, "pre_backup", 0)?),
+        format!("pre_backup_retry_script = sh {}", gate.display()),
+        format!("post_backup_script = {}", recorder(h, "post_backup", 0)?),
+        format!("pre_recovery_script = {}", recorder(h, "pre_recovery", 0)?),
+        format!("post_recovery_script = {}", recorder(h, "post_recovery", 0)?),
+        format!("pre_delete_script = {}", recorder(h, "pre_delete", 0)?),
+        format!("post_delete_script = {}", recorder(h, "post_delete", 0)?),
+        format!("pre_wal_delete_script = {}", recorder(h, "pre_wal_delete", 0)?),
+    ];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let site = BarmanSite::new(&pg, &lines)?;
+    ensure!(site.run(&["receive-wal", "--create-slot", "pg"])?.code == 0);
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    pg.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")?;
+
+    let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let (pre, post) = (runs(h, "pre_backup")?, runs(h, "post_backup")?);
+    let id = get(&pre[0], "BARMAN_BACKUP_ID").to_owned();
+    ensure!(get(&pre[0], "BARMAN_STATUS") == "EMPTY" && get(&pre[0], "BARMAN_PHASE") == "pre", "{pre:?}");
+    ensure!(get(&pre[0], "BARMAN_BACKUP_DIR") == site.server_dir().join("base").join(&id).display().to_string());
+    ensure!(get(&post[0], "BARMAN_STATUS") == "DONE" && get(&post[0], "BARMAN_BACKUP_ID") == id, "after --wait: {post:?}");
+    // The first backup purged the WAL before it, each file between wal_delete hooks.
+    let wal_deleted = runs(h, "pre_wal_delete")?;
+    ensure!(get(&wal_deleted[0], "BARMAN_HOOK") == "wal_delete_script", "{wal_deleted:?}");
+
+    // A pre backup retry hook exiting 63 fails the backup before any copy; the post hook sees it.
+    std::fs::write(&flag, "")?;
+    let r = site.run(&["backup", "pg"])?;
+    ensure!(
+        r.code == 1 && r.stderr.contains("Backup failed starting backup.\nDETAILS: Abort 'pre_backup_retry_script' retry hook script"),
+        "{r}"
+    );
+    let post = runs(h, "post_backup")?;
+    let failed = post.last().context("post hook of the failed backup")?;
+    ensure!(get(failed, "BARMAN_STATUS") == "FAILED" && get(failed, "BARMAN_PREVIOUS_ID") == id, "{failed:?}");
+    ensure!(get(failed, "BARMAN_ERROR").starts_with("failure starting backup (Abort"), "{failed:?}");
+    let failed_id = get(failed, "BARMAN_BACKUP_ID").to_owned();
+
+    let restored = Cluster::reserve(ClusterOptions::new(major))?;
+    let dest = restored.data_dir();
+    let r = site.run(&["recover", "pg", &id, dest.to_str().context("utf-8")?, "--target-immediate"])?;
+    ensure!(r.code == 0, "{r}");
+    for name in ["pre_recovery", "post_recovery"] {
+        let run = &runs(h, name)?[0];
+        ensure!(get(run, "BARMAN_DESTINATION_DIRECTORY") == dest.display().to_string(), "{run:?}");
+        ensure!(get(run, "BARMAN_RECOVER_OPTIONS") == r#"{"target_immediate": true}"#, "{run:?}");
+        ensure!(get(run, "BARMAN_BACKUP_ID") == id && get(run, "BARMAN_TABLESPACES").is_empty(), "{run:?}");
+    }
+
+    let r = site.run(&["delete", "pg", &failed_id])?;
+    ensure!(r.code == 0, "{r}");
+    let (pre, post) = (runs(h, "pre_delete")?, runs(h, "post_delete")?);
+    ensure!(get(&pre[0], "BARMAN_BACKUP_ID") == failed_id && get(&pre[0], "BARMAN_STATUS") == "FAILED", "{pre:?}");
+    ensure!(get(&post[0], "BARMAN_PHASE") == "post" && get(&post[0], "BARMAN_HOOK") == "delete_script", "{post:?}");
+    Ok(())
+});

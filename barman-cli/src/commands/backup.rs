@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::backup::compressed::BackupCompressionSettings;
-use barman_core::backup::streaming::{take_streaming_backup_compressed, BackupError, BackupNotice, StreamingBackupRequest};
+use barman_core::backup::streaming::{take_streaming_backup_with_hooks, BackupError, BackupNotice, StreamingBackupRequest};
+use barman_core::hooks::{HookKind, HookSet};
 use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, ServerCatalog};
 use barman_core::config::{BackupMethod, Config, ServerConfig};
 use barman_core::diagnostics::checks;
@@ -127,7 +128,8 @@ fn backup_one(
     // backup." and "Backup size:". The purge needs the backup's begin_wal, known once the
     // backup returns, so the lines after "Finalising" wait until then.
     let mut held: Vec<String> = Vec::new();
-    let result = rt.block_on(take_streaming_backup_compressed(&req, compression.as_ref(), &mut |notice| {
+    let hooks = HookSet::configured(server, &config.main_file, HookKind::Backup);
+    let result = rt.block_on(take_streaming_backup_with_hooks(&req, compression.as_ref(), hooks.as_ref(), &mut |notice| {
         let line = notice_line(name, &notice);
         if held.is_empty() && !matches!(notice, BackupNotice::Size { .. } | BackupNotice::EndLsn { .. }) {
             out.info(&line);
@@ -136,7 +138,7 @@ fn backup_one(
         }
     }));
     if let Ok(info) = &result {
-        let settings = barman_core::retention::RetentionSettings::from_config(server);
+        let settings = barman_core::retention::RetentionSettings::from_config(server).with_hooks(server, &config.main_file);
         let purged = barman_core::retention::purge_before_first_backup(&catalog, &settings, info, &mut |n| {
             super::retention::print_notice(out, n)
         });
@@ -151,11 +153,12 @@ fn backup_one(
             out.error("Another backup process is running");
             return Ok(());
         }
-        Err(BackupError::Failed { reason, .. }) => {
+        Err(BackupError::Failed { id, reason }) => {
             // Barman: "Backup failed <action>.\nDETAILS: <message>"; our reason is
             // "failure <action> (<message>)".
             let (action, details) = split_failure(&reason);
             out.error(&format!("Backup failed {action}.\nDETAILS: {details}"));
+            run_post_hooks(hooks.as_ref(), &catalog, id);
             return Ok(());
         }
         Err(e) => {
@@ -169,18 +172,26 @@ fn backup_one(
         human_duration(started.elapsed(), false)
     ));
 
-    let settings = ArchiverSettings::from_config(server).context("the server's WAL compression settings")?;
-    if args.wait {
+    let settings = ArchiverSettings::from_config(server)
+        .context("the server's WAL compression settings")?
+        .with_hooks(server, &config.main_file);
+    // The post hooks run when Barman's BackupManager.backup ends: after --wait (the backup is
+    // then DONE), before the archiver pass otherwise (it is then WAITING_FOR_WALS).
+    let status = if args.wait {
         let end_wal = info.end_wal.context("the backup recorded no end_wal")?;
         let wait_timeout = args.wait_timeout.filter(|t| *t > 0).map(Duration::from_secs);
         wait_for_wal(&catalog, &settings, &end_wal.to_string(), wait_timeout, out)?;
+        let status = complete(&catalog, &info)?;
+        run_post_hooks(hooks.as_ref(), &catalog, info.backup_id);
+        status
     } else {
+        run_post_hooks(hooks.as_ref(), &catalog, info.backup_id);
         archive_pass(&catalog, &ArchiverSettings { verbose: false, ..settings }, out)?;
-    }
-    let status = complete(&catalog, &info)?;
+        complete(&catalog, &info)?
+    };
     // Barman's Server.backup purges again, silently, once the archiver has run: WAL older
     // than the first backup may have reached the archive during the backup.
-    let settings = barman_core::retention::RetentionSettings::from_config(server);
+    let settings = barman_core::retention::RetentionSettings::from_config(server).with_hooks(server, &config.main_file);
     let purged = barman_core::retention::purge_before_first_backup(&catalog, &settings, &info, &mut |n| {
         if matches!(n.level, barman_core::retention::Level::Warning | barman_core::retention::Level::Error) {
             super::retention::print_notice(out, n)
@@ -199,6 +210,15 @@ fn backup_one(
         );
     }
     Ok(())
+}
+
+/// The post backup retry script and post backup script, with the backup as it now stands.
+fn run_post_hooks(hooks: Option<&HookSet>, catalog: &ServerCatalog, id: barman_core::catalog::BackupId) {
+    let Some(hooks) = hooks else { return };
+    match BackupInfo::read(catalog, id) {
+        Ok(info) => hooks.run_post(&|h, _| h.env_from_catalog_backup(catalog, &info)),
+        Err(e) => tracing::warn!(backup = %id, error = %e, "cannot read the backup for its post hooks"),
+    }
 }
 
 /// Marks the backup DONE if its WAL is all archived (Barman's `check_backup`) and returns its

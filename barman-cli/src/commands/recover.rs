@@ -10,6 +10,7 @@ use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::catalog::{BackupId, BackupInfo, BackupSelector, BackupStatus, ServerCatalog};
 use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
+use barman_core::hooks::{HookKind, HookSet};
 use barman_core::output::{human_duration, local_now_with_offset};
 use barman_core::recovery::{recover, ConfLine, RecoveryNotice, RecoveryRequest, RecoveryTarget, TargetTimeline};
 use serde_json::{json, Value};
@@ -74,12 +75,32 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         target,
         standby_mode: args.standby_mode,
         jobs,
-        partial_wal: true,
+        partial_wal: !args.no_partial_wal,
         compression: WalCompression::from_config(server).context("the server's WAL compression settings")?,
     };
+    // Hooks: Barman's kwargs of recover, the truthy ones, as BARMAN_RECOVER_OPTIONS.
+    let hooks = HookSet::configured(server, &config.main_file, HookKind::Recovery);
+    let hook_options = recover_options(args);
+    let relocations: BTreeMap<String, String> =
+        req.tablespaces.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect();
+    let hook_env = |h: &mut barman_core::hooks::Hook, error: Option<&str>| {
+        h.env_from_catalog_backup(&req.catalog, &backup);
+        h.env_from_recover(&req.destination, &relocations, None, &hook_options, error);
+    };
+    if let Some(hooks) = &hooks {
+        if let Err(abort) = hooks.run_pre(&|h| hook_env(h, None)) {
+            out.error(&format!("Recovery of backup {} stopped: {abort}", backup.backup_id));
+            return Ok(None);
+        }
+    }
     let start_time = local_now_with_offset();
     let start_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let report = match recover(&req, &mut |n| notice(out, &n)) {
+    let result = recover(&req, &mut |n| notice(out, &n));
+    if let Some(hooks) = &hooks {
+        let error = result.as_ref().err().map(ToString::to_string);
+        hooks.run_post(&|h, _| hook_env(h, error.as_deref()));
+    }
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             out.error(&format!("Recovery of backup {} failed: {e}", backup.backup_id));
@@ -159,6 +180,28 @@ fn refuse_unsupported(args: &RecoverArgs, server: &ServerConfig) -> anyhow::Resu
         anyhow::bail!("recover --recovery-conf-filename is not implemented yet in barman-rs");
     }
     Ok(())
+}
+
+/// The options Barman passes to the recovery hooks (`BARMAN_RECOVER_OPTIONS`): those set.
+fn recover_options(args: &RecoverArgs) -> BTreeMap<String, Value> {
+    let mut o = BTreeMap::new();
+    let mut text = |k: &str, v: &Option<String>| {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            o.insert(k.to_owned(), Value::from(v.as_str()));
+        }
+    };
+    text("target_tli", &args.target_tli);
+    text("target_time", &args.target_time);
+    text("target_xid", &args.target_xid);
+    text("target_lsn", &args.target_lsn);
+    text("target_name", &args.target_name);
+    text("target_action", &args.target_action);
+    for (k, on) in [("target_immediate", args.target_immediate), ("exclusive", args.exclusive), ("standby_mode", args.standby_mode)] {
+        if on {
+            o.insert(k.to_owned(), Value::Bool(true));
+        }
+    }
+    o
 }
 
 fn target_of(args: &RecoverArgs) -> anyhow::Result<RecoveryTarget> {

@@ -72,7 +72,7 @@ fn delete(config: &Config, args: &ServerBackup, out: &mut Output) -> anyhow::Res
     let catalog = server_catalog(config, cfg);
     let (backups, _) = BackupCatalog::load(&catalog)?;
     let Some(backup) = find_backup(&backups, &cfg.name, &args.backup_id, out) else { return Ok(()) };
-    let settings = RetentionSettings::from_config(cfg);
+    let settings = RetentionSettings::from_config(cfg).with_hooks(cfg, &config.main_file);
     let deleted = retention::delete_backup(&catalog, &settings, &backup, &mut |n| print_notice(out, n))?;
     if !deleted {
         // Barman formats the backup object itself into this message.

@@ -535,7 +535,7 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
         cron_check_backups(cfg, &catalog, out);
         // Barman's cron_retention_policy: deletes what the policy calls OBSOLETE when
         // retention_policy_mode = auto.
-        let settings = barman_core::retention::RetentionSettings::from_config(cfg);
+        let settings = barman_core::retention::RetentionSettings::from_config(cfg).with_hooks(cfg, &config.main_file);
         let now = time::OffsetDateTime::now_utc();
         if let Err(e) = barman_core::retention::apply_retention(&catalog, &settings, now, &mut |n| {
             super::retention::print_notice(out, n)

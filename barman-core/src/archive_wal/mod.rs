@@ -61,7 +61,7 @@ use barman_replication::{Lsn, SystemId};
 use crate::catalog::{self, CatalogError, ErrorReason, LockKind, ServerCatalog, ServerIdentity, XlogDbEntry};
 use crate::compression::{Compression, CompressionError, WalCompression};
 use crate::config::ServerConfig;
-use crate::hooks::{AbortStop, Hook, HookKind, Phase};
+use crate::hooks::{AbortStop, HookKind, HookSet};
 use crate::storage::fs::read_full;
 use crate::storage::{self, create_dir_all_durable, durable_rename, fsync_dir, AtomicFile, StorageError, StorageOp, DIR_MODE, FILE_MODE};
 use crate::wal::{WalFileName, WalSegmentSize};
@@ -115,16 +115,7 @@ pub struct ArchiverSettings {
     pub verbose: bool,
     /// The `pre`/`post` `archive_script` and `archive_retry_script` hooks, run around each
     /// file (see [`ArchiverSettings::with_hooks`]); `None`: no hooks.
-    pub hooks: Option<ArchiveHooks>,
-}
-
-/// The four archive hooks, in the order Barman runs them around each file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArchiveHooks {
-    pre: Hook,
-    pre_retry: Hook,
-    post_retry: Hook,
-    post: Hook,
+    pub hooks: Option<HookSet>,
 }
 
 impl ArchiverSettings {
@@ -148,15 +139,7 @@ impl ArchiverSettings {
     /// Runs `cfg`'s archive hooks around each file; `config_file` is the main configuration
     /// file (the hooks' `BARMAN_CONFIGURATION`).
     pub fn with_hooks(mut self, cfg: &ServerConfig, config_file: &Path) -> Self {
-        let hook = |phase, retry| Hook::new(cfg, config_file, HookKind::Archive, phase, retry);
-        let hooks = ArchiveHooks {
-            pre: hook(Phase::Pre, false),
-            pre_retry: hook(Phase::Pre, true),
-            post_retry: hook(Phase::Post, true),
-            post: hook(Phase::Post, false),
-        };
-        let any = [&hooks.pre, &hooks.pre_retry, &hooks.post_retry, &hooks.post].iter().any(|h| h.is_set());
-        self.hooks = any.then_some(hooks);
+        self.hooks = HookSet::configured(cfg, config_file, HookKind::Archive);
         self
     }
 
@@ -513,12 +496,7 @@ impl Run<'_> {
         };
         let before =
             XlogDbEntry { name: wal, size: meta.len(), time: mtime, compression: arrived_as.map(|c| c.to_string()), encryption: None };
-        let mut pre = hooks.pre.clone();
-        pre.env_from_wal(&before, &src, None);
-        let _ = pre.run();
-        let mut pre_retry = hooks.pre_retry.clone();
-        pre_retry.env_from_wal(&before, &src, None);
-        if let Err(abort) = pre_retry.run() {
+        if let Err(abort) = hooks.run_pre(&|h| h.env_from_wal(&before, &src, None)) {
             return Err(ArchiveError::HookAbort { name: lossy(file_name), abort });
         }
         let outcome = self.archive_file(source, dir, file_name, wal);
@@ -529,17 +507,10 @@ impl Run<'_> {
             Ok(_) => (before.clone(), None),
             Err(e) => (before.clone(), Some(e.to_string())),
         };
-        let mut post_retry = hooks.post_retry.clone();
-        post_retry.env_from_wal(&after, &dst, error.as_deref());
-        if let Err(abort) = post_retry.run() {
-            tracing::warn!(file = %wal, %abort, "ignoring the stop request of a post-archive retry hook script");
-        }
         // Barman passes the error to the post script's runner but then overwrites
         // BARMAN_ERROR with an empty one (its sample hooks/15 shows it); scripts written for
-        // Barman see the same.
-        let mut post = hooks.post.clone();
-        post.env_from_wal(&after, &dst, None);
-        let _ = post.run();
+        // Barman see the same. The post retry script does get it.
+        hooks.run_post(&|h, retry| h.env_from_wal(&after, &dst, if retry { error.as_deref() } else { None }));
         outcome
     }
 

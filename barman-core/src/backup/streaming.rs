@@ -31,6 +31,7 @@ use crate::catalog::{
     ServerIdentity, Tablespace,
 };
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
+use crate::hooks::HookSet;
 use crate::storage::StorageError;
 use crate::wal::{WalSegmentName, WalSegmentSize};
 
@@ -202,6 +203,19 @@ pub async fn take_streaming_backup_compressed(
     compression: Option<&BackupCompressionSettings>,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
+    take_streaming_backup_with_hooks(req, compression, None, notify).await
+}
+
+/// [`take_streaming_backup_compressed`] running the `pre_backup_script` and
+/// `pre_backup_retry_script` of `hooks` once the backup has its ID (status `EMPTY`, as Barman
+/// runs them); a retry script's 63 fails the backup before anything is copied. The post hooks
+/// are the caller's: Barman runs them after `--wait`.
+pub async fn take_streaming_backup_with_hooks(
+    req: &StreamingBackupRequest,
+    compression: Option<&BackupCompressionSettings>,
+    hooks: Option<&HookSet>,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<BackupInfo, BackupError> {
     let _lock = req.catalog.lock(LockKind::ServerBackup)?;
     req.catalog.create_skeleton()?;
     let mut id = BackupId::from_datetime(local_now()?)?;
@@ -214,9 +228,20 @@ pub async fn take_streaming_backup_compressed(
     info.server_name = Some(req.server.clone());
     info.backup_name = req.name.clone();
     info.mode = Some("postgres".into());
-    info.status = BackupStatus::Started;
+    info.status = BackupStatus::Empty;
     info.write(&req.catalog)?;
     notify(BackupNotice::Starting { id, dir: req.catalog.backup_dir(id) });
+    if let Some(hooks) = hooks {
+        if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(&req.catalog, &info)) {
+            let reason = format!("failure starting backup ({abort})");
+            info.status = BackupStatus::Failed;
+            info.error = Some(reason.clone());
+            info.write(&req.catalog)?;
+            return Err(BackupError::Failed { id, reason });
+        }
+    }
+    info.status = BackupStatus::Started;
+    info.write(&req.catalog)?;
 
     let started = Instant::now();
     let mut phase = "starting backup";

@@ -192,17 +192,13 @@ pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) ->
     if info.status != BackupStatus::Done {
         return Err(RecoveryError::NotDone { id: info.backup_id, server: catalog.server_name().into(), status: info.status });
     }
+    check_destination(&req.destination)?;
+    check_target(&info, &req.target)?;
     notify(RecoveryNotice::Starting { server: catalog.server_name().into(), id: info.backup_id, destination: req.destination.clone() });
     if let Some(what) = describe_target(&req.target) {
         notify(RecoveryNotice::Pitr(what));
     }
     let dest = &req.destination;
-    if dest.exists() && std::fs::read_dir(dest).map_err(|e| StorageError::io(StorageOp::Read, dest, e))?.next().is_some() {
-        // Barman overwrites; refusing protects a directory that still holds a live cluster.
-        if dest.join("postmaster.pid").exists() {
-            return Err(RecoveryError::Invalid(format!("{} holds a running PostgreSQL (postmaster.pid)", dest.display())));
-        }
-    }
 
     // 2. The base backup and its tablespaces.
     notify(RecoveryNotice::CopyingBase);
@@ -361,6 +357,55 @@ fn unpack_archives(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The destination must be absent or empty: restoring over files would mix two clusters
+/// (Barman overwrites; barman-rs refuses, and says why — a running server's directory
+/// especially).
+fn check_destination(dest: &Path) -> Result<(), RecoveryError> {
+    let mut entries = match std::fs::read_dir(dest) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::io(StorageOp::Read, dest, e).into()),
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if dest.join("postmaster.pid").exists() {
+        return Err(RecoveryError::Invalid(format!(
+            "destination directory {} holds a running PostgreSQL (postmaster.pid); stop it and empty the directory first",
+            dest.display()
+        )));
+    }
+    Err(RecoveryError::Invalid(format!(
+        "destination directory {} is not empty; recover into a new or empty directory",
+        dest.display()
+    )))
+}
+
+/// A target the backup cannot reach: a time before the backup ended (Barman's message), an
+/// LSN before its end.
+fn check_target(info: &BackupInfo, target: &RecoveryTarget) -> Result<(), RecoveryError> {
+    if let (Some(time), Some(end)) = (target.time.as_deref(), info.end_time) {
+        let end_epoch = end.to_offset_datetime().map(|t| t.unix_timestamp() as f64);
+        if let (Some(t), Some(e)) = (parse_target_epoch(time), end_epoch) {
+            if t < e.floor() {
+                return Err(RecoveryError::Invalid(format!(
+                    "The requested target time {time} is before the backup end time {end}"
+                )));
+            }
+        }
+    }
+    if let (Some(lsn), Some(end)) = (target.lsn.as_deref(), info.end_xlog) {
+        if let Ok(l) = lsn.parse::<barman_replication::Lsn>() {
+            if l < end {
+                return Err(RecoveryError::Invalid(format!(
+                    "The requested target LSN {lsn} is before the backup end LSN {end}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn describe_target(t: &RecoveryTarget) -> Option<String> {

@@ -27,6 +27,7 @@ use super::RetentionError;
 use crate::catalog::query::BackupCatalog;
 use crate::catalog::{BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, ServerCatalog};
 use crate::config::{BackupMethod, RetentionPolicy, ServerConfig};
+use crate::hooks::{HookKind, HookSet};
 use crate::output::{ctime, human_duration};
 use crate::storage::{self, fsync_dir, StorageError, StorageOp};
 
@@ -81,6 +82,10 @@ pub struct RetentionSettings {
     pub concurrent_backup: bool,
     /// `worm_mode`: WAL storage is immutable, so the first backup purges nothing.
     pub worm_mode: bool,
+    /// `pre`/`post` `delete_script` and `delete_retry_script`, around each backup deleted.
+    pub delete_hooks: Option<HookSet>,
+    /// `pre`/`post` `wal_delete_script` and `wal_delete_retry_script`, around each WAL file.
+    pub wal_delete_hooks: Option<HookSet>,
 }
 
 impl RetentionSettings {
@@ -93,7 +98,17 @@ impl RetentionSettings {
             auto: server.retention_policy_mode.is_empty() || server.retention_policy_mode == "auto",
             concurrent_backup: server.backup_method == BackupMethod::Postgres || !server.backup_options.exclusive_backup,
             worm_mode: server.worm_mode,
+            delete_hooks: None,
+            wal_delete_hooks: None,
         }
+    }
+
+    /// Runs `server`'s delete and WAL-delete hooks; `config_file` is the main configuration
+    /// file (the hooks' `BARMAN_CONFIGURATION`).
+    pub fn with_hooks(mut self, server: &ServerConfig, config_file: &Path) -> Self {
+        self.delete_hooks = HookSet::configured(server, config_file, HookKind::Delete);
+        self.wal_delete_hooks = HookSet::configured(server, config_file, HookKind::WalDelete);
+        self
     }
 }
 
@@ -201,7 +216,27 @@ fn perform_delete(
         }
         Err(e) => return Err(e.into()),
     };
-    let deleted = delete_unlocked(catalog, settings, backup, true, notify)?;
+    if let Some(hooks) = &settings.delete_hooks {
+        if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(catalog, backup)) {
+            notify(Notice::error(format!("Backup {id} of server {} not deleted: {abort}", settings.server)));
+            return Ok(false);
+        }
+    }
+    let deleted = delete_unlocked(catalog, settings, backup, true, notify);
+    if let Some(hooks) = &settings.delete_hooks {
+        // The backup as it was (its files are gone); the error, if the deletion failed.
+        let error = match &deleted {
+            Ok(true) => None,
+            Ok(false) => Some("the deletion did not complete".to_owned()),
+            Err(e) => Some(super::chain(e)),
+        };
+        let mut info = backup.clone();
+        if error.is_some() {
+            info.error = error;
+        }
+        hooks.run_post(&|h, _| h.env_from_catalog_backup(catalog, &info));
+    }
+    let deleted = deleted?;
     let path = lock.path().to_path_buf();
     drop(lock);
     if deleted {
@@ -254,6 +289,7 @@ fn delete_unlocked(
             until.and_then(|b| b.begin_wal),
             &timelines,
             &ranges,
+            settings.wal_delete_hooks.as_ref(),
             &mut |w| warnings.push(w),
         )?;
         warnings.into_iter().for_each(|w| notify(Notice::warning(w)));
@@ -428,6 +464,7 @@ pub fn purge_before_first_backup(
         Some(begin_wal),
         &Default::default(),
         &[],
+        settings.wal_delete_hooks.as_ref(),
         &mut |w| warnings.push(w),
     )?;
     warnings.into_iter().for_each(|w| notify(Notice::warning(w)));
@@ -493,6 +530,8 @@ mod tests {
             auto: true,
             concurrent_backup: true,
             worm_mode: false,
+            delete_hooks: None,
+            wal_delete_hooks: None,
         }
     }
 

@@ -25,6 +25,7 @@ use barman_replication::TimelineId;
 use super::RetentionError;
 use crate::catalog::query::BackupCatalog;
 use crate::catalog::{xlogdb, BackupId, BackupInfo, BackupStatus, LockKind, ServerCatalog, XlogDbEntry};
+use crate::hooks::HookSet;
 use crate::storage::{self, fsync_dir, StorageError, StorageOp};
 use crate::wal::{WalFileName, WalSegmentName};
 
@@ -122,6 +123,7 @@ pub fn remove_wal_before_backup(
     until: Option<WalSegmentName>,
     timelines: &BTreeSet<TimelineId>,
     ranges: &[ProtectedRange],
+    hooks: Option<&HookSet>,
     warn: &mut dyn FnMut(String),
 ) -> Result<Vec<String>, RetentionError> {
     let path = catalog.xlogdb_path();
@@ -145,13 +147,25 @@ pub fn remove_wal_before_backup(
     for (dir, list) in &by_dir {
         for e in list {
             let file = catalog.wal_path(&e.name);
-            if let Err(err) = storage::fs::remove_file_if_exists(&file) {
+            if let Some(hooks) = hooks {
+                if let Err(abort) = hooks.run_pre(&|h| h.env_from_wal(e, &file, None)) {
+                    // Already out of xlog.db: the file stays on disk for rebuild-xlogdb.
+                    warn(format!("WAL file {} of server {} not deleted: {abort}", e.name, catalog.server_name()));
+                    continue;
+                }
+            }
+            let removed = storage::fs::remove_file_if_exists(&file);
+            if let Err(err) = &removed {
                 warn(format!(
                     "Ignoring deletion of WAL file {} for server {}: {}",
                     e.name,
                     catalog.server_name(),
-                    super::chain(&err)
+                    super::chain(err)
                 ));
+            }
+            if let Some(hooks) = hooks {
+                let error = removed.as_ref().err().map(|e| super::chain(e));
+                hooks.run_post(&|h, _| h.env_from_wal(e, &file, error.as_deref()));
             }
             names.push(e.name.to_string());
         }
