@@ -53,6 +53,14 @@ pg_test!(backup_then_point_in_time_recovery_from_the_command_line, |major| {
     let r = site.run(&["recover", "pg", "latest", nowhere.to_str().context("utf-8")?, "--target-action", "promote"])?;
     ensure!(r.code == 1 && r.stderr.contains("PITR is not required"), "{r}");
     ensure!(!nowhere.exists());
+    let busy = site.home.path().join("busy");
+    std::fs::create_dir(&busy)?;
+    std::fs::write(busy.join("PG_VERSION"), "16\n")?;
+    let r = site.run(&["recover", "pg", "latest", busy.to_str().context("utf-8")?])?;
+    ensure!(r.code == 1 && r.stderr.contains("is not empty"), "a non-empty destination is refused: {r}");
+    let r = site.run(&["recover", "pg", "latest", nowhere.to_str().context("utf-8")?, "--target-time", "2001-01-01 00:00:00+00"])?;
+    ensure!(r.code == 1 && r.stderr.contains("is before the backup end time"), "{r}");
+    ensure!(!nowhere.exists());
 
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
     let dest = restored.data_dir();
