@@ -543,6 +543,13 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
             out.error(&format!("server {}: retention policy: {}", cfg.name, chain(&e)));
         }
     }
+    // Barman's cron ends by removing the lock files nobody holds (lock_directory_cleanup).
+    if config.global.lock_directory_cleanup {
+        match barman_core::catalog::process::cleanup_lock_directory(&config.global.barman_lock_directory) {
+            Ok(removed) => removed.iter().for_each(|p| out.debug(&format!("{} deleted", p.display()))),
+            Err(e) => out.warning(&format!("cleaning up the lock directory: {}", chain(&e))),
+        }
+    }
     Ok(())
 }
 

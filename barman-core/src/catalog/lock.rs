@@ -92,24 +92,32 @@ impl CatalogLock {
     /// Takes the lock or fails at once, naming the holder's PID.
     pub fn try_acquire(lock_dir: &Path, server: &str, kind: LockKind) -> Result<Self, CatalogError> {
         let path = lock_dir.join(kind.file_name(server));
-        let file = storage::fs::open_or_create_rw(&path, FILE_MODE)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let pid = read_pid(&path);
-                return Err(CatalogError::LockBusy { path, pid });
+        loop {
+            let file = storage::fs::open_or_create_rw(&path, FILE_MODE)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let pid = read_pid(&path);
+                    return Err(CatalogError::LockBusy { path, pid });
+                }
+                Err(TryLockError::Error(e)) => return Err(StorageError::io(StorageOp::Lock, path, e).into()),
             }
-            Err(TryLockError::Error(e)) => return Err(StorageError::io(StorageOp::Lock, path, e).into()),
+            if still_at(&file, &path)? {
+                return Self::hold(file, path, kind);
+            }
         }
-        Self::hold(file, path, kind)
     }
 
     /// Takes the lock, waiting for the holder to release it.
     pub fn acquire_blocking(lock_dir: &Path, server: &str, kind: LockKind) -> Result<Self, CatalogError> {
         let path = lock_dir.join(kind.file_name(server));
-        let file = storage::fs::open_or_create_rw(&path, FILE_MODE)?;
-        file.lock().map_err(|e| StorageError::io(StorageOp::Lock, &path, e))?;
-        Self::hold(file, path, kind)
+        loop {
+            let file = storage::fs::open_or_create_rw(&path, FILE_MODE)?;
+            file.lock().map_err(|e| StorageError::io(StorageOp::Lock, &path, e))?;
+            if still_at(&file, &path)? {
+                return Self::hold(file, path, kind);
+            }
+        }
     }
 
     /// Writes our PID as Barman does: from offset 0, then truncate to what was written.
@@ -163,9 +171,37 @@ fn read_pid(path: &Path) -> Option<u32> {
     text.lines().next()?.trim().parse().ok()
 }
 
+/// Whether the file we locked is still the one at `path`: `lock-directory-cleanup` (or a
+/// `cron`) may have removed it between our open and our lock, and a lock on an unlinked file
+/// excludes nobody — the next process would create a new file and lock that too.
+fn still_at(file: &File, path: &Path) -> Result<bool, StorageError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = file.metadata().map_err(|e| StorageError::io(StorageOp::Metadata, path, e))?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.ino() == held.ino() && now.dev() == held.dev()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StorageError::io(StorageOp::Metadata, path, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_file_removed_under_us_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".pg-backup.lock");
+        let file = storage::fs::open_or_create_rw(&path, FILE_MODE).unwrap();
+        assert!(still_at(&file, &path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!still_at(&file, &path).unwrap(), "removed");
+        let _other = storage::fs::open_or_create_rw(&path, FILE_MODE).unwrap();
+        assert!(!still_at(&file, &path).unwrap(), "replaced by another file");
+        // Taking the lock opens the file that is there now.
+        let lock = CatalogLock::try_acquire(dir.path(), "pg", LockKind::ServerBackup).unwrap();
+        assert!(still_at(&lock.file, &path).unwrap());
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
