@@ -22,6 +22,16 @@ pg_test!(backup_then_point_in_time_recovery_from_the_command_line, |major| {
     let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
     ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
     ensure!(!r.stderr.contains("WAITING_FOR_WALS"), "backup --wait must end DONE: {r}");
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0 && r.stdout.ends_with("backup successfully verified\n"), "{r}");
+    // A damaged file is found and named.
+    let backup_dir = std::fs::read_dir(site.server_dir().join("base"))?.next().context("a backup")??.path();
+    let pg_version = backup_dir.join("data/PG_VERSION");
+    let original = std::fs::read(&pg_version)?;
+    std::fs::write(&pg_version, b"99\n")?;
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 1 && r.stderr.contains("checksum mismatch for file \"PG_VERSION\""), "{r}");
+    std::fs::write(&pg_version, original)?;
 
     // get-wal serves what the archive holds, decompressed, for a restore_command.
     let xlogdb = std::fs::read_to_string(site.server_dir().join("wals/pg-xlog.db"))?;

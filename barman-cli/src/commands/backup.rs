@@ -8,23 +8,28 @@ use anyhow::Context as _;
 use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::backup::compressed::BackupCompressionSettings;
 use barman_core::backup::streaming::{take_streaming_backup_with_hooks, BackupError, BackupNotice, StreamingBackupRequest};
-use barman_core::hooks::{HookKind, HookSet};
+use barman_core::catalog::query::BackupCatalog;
 use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, ServerCatalog};
 use barman_core::config::{BackupMethod, Config, ServerConfig};
 use barman_core::diagnostics::checks;
+use barman_core::hooks::{HookKind, HookSet};
 use barman_core::output::{human_duration, local_now, pretty_size};
 
-use super::{env_lookup, one_server, runtime, select, server_catalog};
+use super::{env_lookup, find_backup, one_server, runtime, select, server_catalog};
 use crate::cli::{BackupArgs, Cli, Command};
 use crate::output::Output;
 
 /// Whether `cmd` belongs here and is built.
 pub fn implemented(cmd: &Command) -> bool {
-    matches!(cmd, Command::Backup(_))
+    matches!(cmd, Command::Backup(_) | Command::VerifyBackup(_))
 }
 
 /// Runs one of this group's commands.
 pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Option<u8>> {
+    if let Command::VerifyBackup(args) = &cli.command {
+        verify_backup(config, &args.server_name, &args.backup_id, out)?;
+        return Ok(None);
+    }
     let Command::Backup(args) = &cli.command else { unreachable!("filtered by implemented()") };
     refuse_unsupported_options(args)?;
     let Some(servers) = select(config, &args.servers.server_name, out, true) else { return Ok(None) };
@@ -37,6 +42,34 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         backup_one(&rt, config, server, args, out)?;
     }
     Ok(None)
+}
+
+/// `verify-backup`: the backup against its `backup_manifest`, natively (Barman calls the
+/// server's pg_verifybackup, which cannot read every compressed format).
+fn verify_backup(config: &Config, server: &str, typed: &str, out: &mut Output) -> anyhow::Result<()> {
+    let Some(cfg) = one_server(config, server, out) else { return Ok(()) };
+    let catalog = server_catalog(config, cfg);
+    let (backups, _) = BackupCatalog::load(&catalog)?;
+    let Some(info) = find_backup(&backups, &cfg.name, typed, out) else { return Ok(()) };
+    if !info.status.is_copy_done() {
+        out.error(&format!("The backup {} of server {} is not complete (status {}): nothing to verify", info.backup_id, cfg.name, info.status));
+        return Ok(());
+    }
+    out.info(&format!("Verifying backup {} of server {} against its backup_manifest", info.backup_id, cfg.name));
+    match barman_core::backup::verify::verify_backup(&catalog, info) {
+        Ok(report) if report.ok() => {
+            out.info(&format!("{} files, {} checked", report.files, pretty_size(report.bytes as f64)));
+            out.info(&report.to_string());
+        }
+        Ok(report) => {
+            for problem in &report.problems {
+                out.error(problem);
+            }
+            out.error(&format!("backup {} of server {} failed verification: {report}", info.backup_id, cfg.name));
+        }
+        Err(e) => out.error(&format!("cannot verify backup {} of server {}: {e}", info.backup_id, cfg.name)),
+    }
+    Ok(())
 }
 
 /// Options Barman has that change what a backup is, which barman-rs does not do yet: refused

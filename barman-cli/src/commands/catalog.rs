@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 use barman_core::catalog::query::{self, BackupCatalog, FilesTarget, RetentionStatus};
-use barman_core::catalog::{BackupId, BackupInfo, BackupSelector, BackupStatus, CatalogError, CatalogLock, LockKind, XlogDbEntry};
+use barman_core::catalog::{BackupId, BackupInfo, BackupStatus, CatalogError, CatalogLock, LockKind, XlogDbEntry};
 use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
 use barman_core::output::catalog as render;
 use serde_json::Value;
 
-use super::{one_server, select, server_catalog};
+use super::{find_backup, one_server, select, server_catalog};
 use crate::cli::{Cli, Command, ListFilesArgs, ServerBackup};
 use crate::output::{Mode, Output};
 
@@ -115,27 +115,6 @@ fn list_one(config: &Config, cfg: &ServerConfig, minimal: bool, out: &mut Output
     Ok(())
 }
 
-/// Barman's `parse_backup_id`: the backup an ID, shortcut or name designates, with Barman's
-/// messages when there is none.
-fn find<'c>(catalog: &'c BackupCatalog, cfg: &ServerConfig, typed: &str, out: &mut Output) -> Option<&'c BackupInfo> {
-    let selector: BackupSelector = typed.parse().unwrap_or_else(|e| match e {});
-    match catalog.resolve(&selector) {
-        Ok(info) => Some(info),
-        Err(CatalogError::AmbiguousBackupName { name, ids }) => {
-            let ids: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
-            out.error(&format!(
-                "Multiple backups found matching name '{name}' (try using backup ID instead): {}",
-                ids.join(" ")
-            ));
-            None
-        }
-        Err(_) => {
-            out.error(&format!("Unknown backup '{typed}' for server '{}'", cfg.name));
-            None
-        }
-    }
-}
-
 fn show_backup(config: &Config, args: &ServerBackup, out: &mut Output) {
     let Some(cfg) = any_server(config, &args.server_name, out) else { return };
     if let Err(e) = show_one(config, cfg, &args.backup_id, out) {
@@ -145,7 +124,7 @@ fn show_backup(config: &Config, args: &ServerBackup, out: &mut Output) {
 
 fn show_one(config: &Config, cfg: &ServerConfig, typed: &str, out: &mut Output) -> anyhow::Result<()> {
     let catalog = load(config, cfg, out)?;
-    let Some(info) = find(&catalog, cfg, typed, out) else { return Ok(()) };
+    let Some(info) = find_backup(&catalog, &cfg.name, typed, out) else { return Ok(()) };
     let comp = compression(cfg);
     // Barman reads xlog.db (and the retention report) only for backups whose copy is done.
     let (xlog, report) = if info.status.is_copy_done() {
@@ -171,7 +150,7 @@ fn list_files(config: &Config, args: &ListFilesArgs, out: &mut Output) {
 fn list_files_one(config: &Config, cfg: &ServerConfig, args: &ListFilesArgs, out: &mut Output) -> anyhow::Result<()> {
     let target: FilesTarget = args.target.parse().map_err(anyhow::Error::msg)?;
     let catalog = load(config, cfg, out)?;
-    let Some(info) = find(&catalog, cfg, &args.backup_id, out) else { return Ok(()) };
+    let Some(info) = find_backup(&catalog, &cfg.name, &args.backup_id, out) else { return Ok(()) };
     let xlog = match target {
         FilesTarget::Wal | FilesTarget::Full => catalog.read_xlogdb(&compression(cfg))?,
         FilesTarget::Data | FilesTarget::Standalone => Vec::new(),
@@ -212,7 +191,7 @@ fn rebuild_xlogdb(config: &Config, names: &[String], out: &mut Output) {
 /// under the backup's lock, which it does not wait for.
 fn check_backup(config: &Config, cfg: &ServerConfig, typed: &str, out: &mut Output) -> anyhow::Result<()> {
     let catalog = load(config, cfg, out)?;
-    let Some(info) = find(&catalog, cfg, typed, out) else { return Ok(()) };
+    let Some(info) = find_backup(&catalog, &cfg.name, typed, out) else { return Ok(()) };
     let id = info.backup_id;
     out.debug(&format!("Checking backup {id} of server {}", cfg.name));
     if info.status == BackupStatus::Failed {

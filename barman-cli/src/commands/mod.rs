@@ -19,7 +19,8 @@ mod wal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use barman_core::catalog::ServerCatalog;
+use barman_core::catalog::query::BackupCatalog;
+use barman_core::catalog::{BackupInfo, BackupSelector, CatalogError, ServerCatalog};
 use barman_core::config::{self, Config, ConfigWarning, ServerConfig};
 use clap::CommandFactory as _;
 
@@ -181,4 +182,25 @@ fn one_server<'a>(config: &'a Config, name: &str, out: &mut Output) -> Option<&'
 /// The server's catalog paths, from its configuration.
 fn server_catalog(config: &Config, server: &ServerConfig) -> ServerCatalog {
     ServerCatalog::from_config(server, &config.global)
+}
+
+/// Barman's `parse_backup_id`: the backup an ID, shortcut or name designates among
+/// `catalog`'s, or `None` after Barman's message was reported.
+fn find_backup<'c>(catalog: &'c BackupCatalog, server: &str, typed: &str, out: &mut Output) -> Option<&'c BackupInfo> {
+    let selector: BackupSelector = typed.parse().unwrap_or_else(|e| match e {});
+    match catalog.resolve(&selector) {
+        Ok(info) => Some(info),
+        Err(CatalogError::AmbiguousBackupName { name, ids }) => {
+            let ids: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+            out.error(&format!(
+                "Multiple backups found matching name '{name}' (try using backup ID instead): {}",
+                ids.join(" ")
+            ));
+            None
+        }
+        Err(_) => {
+            out.error(&format!("Unknown backup '{typed}' for server '{server}'"));
+            None
+        }
+    }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use barman_core::archive_wal::{self, ArchiverSettings};
-use barman_core::catalog::{BackupId, BackupInfo, BackupSelector, BackupStatus, ServerCatalog};
+use barman_core::catalog::query::BackupCatalog;
+use barman_core::catalog::BackupStatus;
 use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
 use barman_core::hooks::{HookKind, HookSet};
@@ -15,7 +16,7 @@ use barman_core::output::{human_duration, local_now_with_offset};
 use barman_core::recovery::{recover, ConfLine, RecoveryNotice, RecoveryRequest, RecoveryTarget, TargetTimeline};
 use serde_json::{json, Value};
 
-use super::{one_server, server_catalog};
+use super::{find_backup, one_server, server_catalog};
 use crate::cli::{Cli, Command, RecoverArgs};
 use crate::output::{Mode, Output};
 
@@ -30,7 +31,9 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     let Some(server) = one_server(config, &args.server_name, out) else { return Ok(None) };
     refuse_unsupported(args, server)?;
     let catalog = server_catalog(config, server);
-    let Some(backup) = resolve_backup(&catalog, &args.backup_id, out)? else { return Ok(None) };
+    let (backups, problems) = BackupCatalog::load(&catalog)?;
+    problems.iter().for_each(|p| out.warning(&format!("skipping a backup: {p}")));
+    let Some(backup) = find_backup(&backups, &server.name, &args.backup_id, out).cloned() else { return Ok(None) };
     if backup.status != BackupStatus::Done {
         out.error(&format!(
             "Cannot recover from backup '{}' of server '{}': backup status is not DONE",
@@ -223,26 +226,6 @@ fn target_of(args: &RecoverArgs) -> anyhow::Result<RecoveryTarget> {
     })
 }
 
-/// The backup a command-line ID names (an ID, a name, or `latest`/`oldest`/…), or `None`
-/// after Barman's error was reported.
-fn resolve_backup(catalog: &ServerCatalog, text: &str, out: &mut Output) -> anyhow::Result<Option<BackupInfo>> {
-    let selector: BackupSelector = text.parse().unwrap_or_else(|e| match e {});
-    let mut infos = Vec::new();
-    for id in catalog.backup_ids()? {
-        match BackupInfo::read(catalog, id) {
-            Ok(info) => infos.push(info),
-            Err(e) => out.warning(&format!("skipping backup {id}: {e}")),
-        }
-    }
-    let id: BackupId = match selector.resolve(&infos) {
-        Ok(id) => id,
-        Err(_) => {
-            out.error(&format!("Unknown backup '{text}' for server '{}'", catalog.server_name()));
-            return Ok(None);
-        }
-    };
-    Ok(infos.into_iter().find(|i| i.backup_id == id))
-}
 
 fn absolute(dir: &str) -> anyhow::Result<PathBuf> {
     let p = PathBuf::from(dir);

@@ -3,12 +3,12 @@
 //! file picks the server and backup, and prints.
 
 use barman_core::catalog::query::BackupCatalog;
-use barman_core::catalog::{BackupInfo, BackupSelector, BackupStatus, CatalogError};
+use barman_core::catalog::BackupStatus;
 use barman_core::config::{Config, ServerConfig};
 use barman_core::retention::{self, annotations, repr, KeepTarget, Level, Notice, RetentionSettings};
 use serde_json::json;
 
-use super::{one_server, server_catalog};
+use super::{find_backup, one_server, server_catalog};
 use crate::cli::{Cli, Command, KeepArgs, ServerBackup};
 use crate::output::{Mode, Output};
 
@@ -46,32 +46,12 @@ fn delete_server<'a>(config: &'a Config, name: &str, out: &mut Output) -> Option
     }
 }
 
-/// Barman's `parse_backup_id`: the backup an ID, shortcut or name designates, with Barman's
-/// messages when there is none.
-fn find_backup(catalog: &BackupCatalog, server: &str, typed: &str, out: &mut Output) -> Option<BackupInfo> {
-    let selector: BackupSelector = typed.parse().unwrap_or_else(|e| match e {});
-    match catalog.resolve(&selector) {
-        Ok(info) => Some(info.clone()),
-        Err(CatalogError::AmbiguousBackupName { name, ids }) => {
-            let ids: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
-            out.error(&format!(
-                "Multiple backups found matching name '{name}' (try using backup ID instead): {}",
-                ids.join(" ")
-            ));
-            None
-        }
-        Err(_) => {
-            out.error(&format!("Unknown backup '{typed}' for server '{server}'"));
-            None
-        }
-    }
-}
 
 fn delete(config: &Config, args: &ServerBackup, out: &mut Output) -> anyhow::Result<()> {
     let Some(cfg) = delete_server(config, &args.server_name, out) else { return Ok(()) };
     let catalog = server_catalog(config, cfg);
     let (backups, _) = BackupCatalog::load(&catalog)?;
-    let Some(backup) = find_backup(&backups, &cfg.name, &args.backup_id, out) else { return Ok(()) };
+    let Some(backup) = find_backup(&backups, &cfg.name, &args.backup_id, out).cloned() else { return Ok(()) };
     let settings = RetentionSettings::from_config(cfg).with_hooks(cfg, &config.main_file);
     let deleted = retention::delete_backup(&catalog, &settings, &backup, &mut |n| print_notice(out, n))?;
     if !deleted {
@@ -89,7 +69,7 @@ fn keep(config: &Config, args: &KeepArgs, out: &mut Output) -> anyhow::Result<()
     let Some(cfg) = one_server(config, &args.server_name, out) else { return Ok(()) };
     let catalog = server_catalog(config, cfg);
     let (backups, _) = BackupCatalog::load(&catalog)?;
-    let Some(backup) = find_backup(&backups, &cfg.name, &args.backup_id, out) else { return Ok(()) };
+    let Some(backup) = find_backup(&backups, &cfg.name, &args.backup_id, out).cloned() else { return Ok(()) };
     let id = backup.backup_id;
     if args.status {
         let message = annotations::keep_target(&catalog, id)?.map_or("nokeep", KeepTarget::as_str);

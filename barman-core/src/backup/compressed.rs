@@ -558,7 +558,7 @@ impl<W: Write> Write for CountingWriter<W> {
 }
 
 /// A reader of what `algorithm` compressed into `input`.
-fn decoder<'a, R: Read + Send + 'a>(algorithm: ArchiveCompression, input: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+pub(crate) fn decoder<'a, R: Read + Send + 'a>(algorithm: ArchiveCompression, input: R) -> io::Result<Box<dyn Read + Send + 'a>> {
     Ok(match algorithm {
         ArchiveCompression::None => Box::new(input),
         ArchiveCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(input))),
