@@ -157,6 +157,13 @@ impl BackgroundBarman {
         self.child.id()
     }
 
+    /// SIGKILL, as a crash or the OOM killer would, and waits for it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits up to 10 s for the exit status (then SIGKILL).
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();

@@ -1,7 +1,7 @@
 //! Barman's process management through lock files: `list-processes`, `terminate-process`,
 //! `lock-directory-cleanup`, and a second `backup` refused while one runs.
 
-use anyhow::ensure;
+use anyhow::{ensure, Context as _};
 use barman_core::catalog::{CatalogLock, LockKind};
 use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions};
 
@@ -43,5 +43,39 @@ pg_test!(list_terminate_and_clean_up, |major| {
     ensure!(r.code == 0, "{r}");
     ensure!(!lock_dir.join(".pg-receive-wal.lock").exists() && !lock_dir.join(".pg-backup.lock").exists());
     ensure!(held.path().exists());
+    Ok(())
+});
+
+pg_test!(a_killed_backup_ends_failed, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let site = BarmanSite::new(&pg, &[])?;
+    ensure!(site.run(&["receive-wal", "--create-slot", "pg"])?.code == 0);
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    // Throttled to 1 MB/s, the copy takes long enough to be killed in the middle.
+    let mut backup = site.spawn(&["backup", "--bwlimit", "1024", "pg"])?;
+    let meta = site.server_dir().join("meta");
+    let started = || -> anyhow::Result<Option<std::path::PathBuf>> {
+        let Ok(entries) = std::fs::read_dir(&meta) else { return Ok(None) };
+        for e in entries {
+            let path = e?.path();
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\nstatus=STARTED\n")) {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    };
+    wait_for("the backup to start copying", || Ok(started()?.is_some()))?;
+    let info = started()?.context("backup.info")?;
+    backup.kill()?;
+    ensure!(std::fs::read_to_string(&info)?.contains("\nstatus=STARTED\n"), "killed mid-copy");
+
+    let r = site.run(&["cron"])?;
+    ensure!(r.stderr.contains("marked FAILED: its backup process ended without finishing it"), "{r}");
+    let text = std::fs::read_to_string(&info)?;
+    ensure!(text.contains("\nstatus=FAILED\n") && text.contains("error=failure during backup"), "{text}");
+    let r = site.run(&["list-backups", "pg"])?;
+    ensure!(r.stdout.contains("FAILED"), "{r}");
     Ok(())
 });

@@ -532,6 +532,12 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
         } else {
             stop_process(&catalog, "receive-wal", false, out);
         }
+        match barman_core::backup::streaming::fail_abandoned_backups(&catalog) {
+            Ok(ids) => ids.iter().for_each(|id| {
+                out.warning(&format!("Backup {id} of server {} marked FAILED: its backup process ended without finishing it", cfg.name))
+            }),
+            Err(e) => out.error(&format!("server {}: {}", cfg.name, chain(&e))),
+        }
         cron_check_backups(cfg, &catalog, out);
         // Barman's cron_retention_policy: deletes what the policy calls OBSOLETE when
         // retention_policy_mode = auto.

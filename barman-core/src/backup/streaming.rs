@@ -216,8 +216,11 @@ pub async fn take_streaming_backup_with_hooks(
     hooks: Option<&HookSet>,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
-    let _lock = req.catalog.lock(LockKind::ServerBackup)?;
+    let lock = req.catalog.lock(LockKind::ServerBackup)?;
     req.catalog.create_skeleton()?;
+    for id in fail_abandoned(&req.catalog, &lock)? {
+        tracing::warn!(server = %req.server, backup = %id, "marked FAILED: its backup process ended without finishing it");
+    }
     let mut id = BackupId::from_datetime(local_now()?)?;
     // Two backups in the same second: wait for the next one rather than reuse an ID.
     while req.catalog.backup_info_path(id).exists() || req.catalog.backup_dir(id).exists() {
@@ -254,6 +257,37 @@ pub async fn take_streaming_backup_with_hooks(
             info.write(&req.catalog)?;
             Err(BackupError::Failed { id, reason })
         }
+    }
+}
+
+/// The error recorded for a backup whose process died (killed, crashed, machine restarted).
+pub const ABANDONED: &str = "failure during backup (the backup process ended without finishing the backup)";
+
+/// Marks FAILED every backup left `EMPTY` or `STARTED` — which only a running backup may be —
+/// for a caller holding the server's backup lock (`lock`), so no backup of this server is
+/// running. Returns the backups it marked.
+pub fn fail_abandoned(catalog: &ServerCatalog, lock: &crate::catalog::CatalogLock) -> Result<Vec<BackupId>, BackupError> {
+    debug_assert_eq!(lock.kind(), &LockKind::ServerBackup);
+    let mut failed = Vec::new();
+    for id in catalog.backup_ids()? {
+        let Ok(mut info) = BackupInfo::read(catalog, id) else { continue };
+        if matches!(info.status, BackupStatus::Empty | BackupStatus::Started) {
+            info.status = BackupStatus::Failed;
+            info.error = Some(ABANDONED.to_owned());
+            info.write(catalog)?;
+            failed.push(id);
+        }
+    }
+    Ok(failed)
+}
+
+/// [`fail_abandoned`] when no backup of the server runs (its lock is free); nothing when one
+/// does (`cron`).
+pub fn fail_abandoned_backups(catalog: &ServerCatalog) -> Result<Vec<BackupId>, BackupError> {
+    match catalog.lock(LockKind::ServerBackup) {
+        Ok(lock) => fail_abandoned(catalog, &lock),
+        Err(CatalogError::LockBusy { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
     }
 }
 
