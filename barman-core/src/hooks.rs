@@ -400,7 +400,7 @@ mod tests {
     fn dump_script(dir: &Path, name: &str, exit: i32) -> String {
         let out = dir.join(format!("{name}.env"));
         let script = dir.join(format!("{name}.sh"));
-        std::fs::write(&script, format!("#!/bin/sh\nenv | grep ^BARMAN_ | sort >> {}\necho run >> {}.count\nexit {exit}\n", out.display(), out.display())).unwrap();
+        std::fs::write(&script, format!("#!/bin/sh\nenv | grep ^BARMAN_ | grep -v ^BARMAN_TEST_ | sort >> {}\necho run >> {}.count\nexit {exit}\n", out.display(), out.display())).unwrap();
         format!("sh {}", script.display())
     }
 
