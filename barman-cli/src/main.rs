@@ -9,6 +9,7 @@
 
 mod cli;
 mod commands;
+mod logging;
 mod output;
 
 use std::io::IsTerminal as _;

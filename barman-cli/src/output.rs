@@ -45,6 +45,13 @@ impl Output {
         self.mode
     }
 
+    /// Whether a person is watching: console output, not `-q`, stderr a terminal. Progress
+    /// bars are drawn only then.
+    pub fn interactive(&self) -> bool {
+        use std::io::IsTerminal as _;
+        self.mode == Mode::Console && !self.quiet && std::io::stderr().is_terminal()
+    }
+
     /// Switches to the Nagios writer (`check --nagios`).
     pub fn set_nagios(&mut self) {
         self.mode = Mode::Nagios;
@@ -135,4 +142,55 @@ pub fn println_out(line: &str) {
 fn eprintln_err(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{}", redact_passwords(line));
+}
+
+/// Progress of a long copy: a bar on stderr (bytes, rate, ETA) when a person watches, a log
+/// line every 30 seconds otherwise. Never on stdout, whose lines are Barman's.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: String,
+    last_log: std::time::Instant,
+}
+
+impl Progress {
+    /// Progress of `what` (`backup 20261125T123210`).
+    pub fn new(out: &Output, what: &str) -> Progress {
+        let bar = out.interactive().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(what.to_owned());
+            bar
+        });
+        Progress { bar, what: what.to_owned(), last_log: std::time::Instant::now() }
+    }
+
+    /// `done` bytes of an estimated `total`.
+    pub fn update(&mut self, done: u64, total: Option<u64>) {
+        match &self.bar {
+            Some(bar) => {
+                // The server's estimate can be short (files grow during the backup).
+                bar.set_length(total.unwrap_or(0).max(done));
+                bar.set_position(done);
+            }
+            None if self.last_log.elapsed() >= std::time::Duration::from_secs(30) => {
+                self.last_log = std::time::Instant::now();
+                let of = total.map(|t| format!(" of about {}", barman_core::output::pretty_size(t as f64))).unwrap_or_default();
+                tracing::info!("{}: {} copied{of}", self.what, barman_core::output::pretty_size(done as f64));
+            }
+            None => {}
+        }
+    }
+
+    /// Removes the bar (the lines that follow are Barman's).
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }

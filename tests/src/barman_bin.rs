@@ -112,7 +112,7 @@ impl BarmanSite {
         let conn = format!("{} password={PASSWORD}", pg.conninfo(BARMAN_USER));
         let stream = format!("{} password={PASSWORD}", pg.conninfo(STREAMING_USER));
         let mut text = format!(
-            "[barman]\nbarman_home = {home}\nbarman_user = root\nlog_level = INFO\n\n\
+            "[barman]\nbarman_home = {home}\nbarman_user = root\nlog_level = INFO\nlog_file = {home}/barman.log\n\n\
              [pg]\ndescription = \"test cluster\"\nconninfo = {conn}\nstreaming_conninfo = {stream}\n\
              backup_method = postgres\nstreaming_archiver = on\narchiver = off\nslot_name = barman\n",
             home = home.path().display(),

@@ -54,6 +54,9 @@ pg_test!(archive_hooks_see_barmans_environment, |major| {
     ensure!(get(first_post, "BARMAN_COMPRESSION") == "gzip", "{first_post:?}");
     ensure!(get(first_post, "BARMAN_SIZE") == std::fs::metadata(&archived)?.len().to_string(), "{first_post:?}");
     ensure!(get(first_pre, "BARMAN_TIMESTAMP") == get(first_post, "BARMAN_TIMESTAMP"), "the source's time, both");
+    // A failing hook is only logged, in the log file, with what it printed.
+    let log = std::fs::read_to_string(site.home.path().join("barman.log"))?;
+    ensure!(log.contains("post.sh returned 1"), "{log}");
     Ok(())
 });
 

@@ -17,7 +17,7 @@ use barman_core::output::{human_duration, local_now, pretty_size};
 
 use super::{env_lookup, find_backup, one_server, runtime, select, server_catalog};
 use crate::cli::{BackupArgs, Cli, Command};
-use crate::output::Output;
+use crate::output::{Output, Progress};
 
 /// Whether `cmd` belongs here and is built.
 pub fn implemented(cmd: &Command) -> bool {
@@ -162,7 +162,17 @@ fn backup_one(
     // backup returns, so the lines after "Finalising" wait until then.
     let mut held: Vec<String> = Vec::new();
     let hooks = HookSet::configured(server, &config.main_file, HookKind::Backup);
+    let mut progress: Option<Progress> = None;
     let result = rt.block_on(take_streaming_backup_with_hooks(&req, compression.as_ref(), hooks.as_ref(), &mut |notice| {
+        if let BackupNotice::Progress { done, total } = notice {
+            progress.get_or_insert_with(|| Progress::new(out, &format!("backup of {name}"))).update(done, total);
+            return;
+        }
+        if !matches!(notice, BackupNotice::CopyStarted(_)) {
+            if let Some(mut p) = progress.take() {
+                p.finish();
+            }
+        }
         let line = notice_line(name, &notice);
         if held.is_empty() && !matches!(notice, BackupNotice::Size { .. } | BackupNotice::EndLsn { .. }) {
             out.info(&line);
@@ -325,6 +335,7 @@ fn notice_line(server: &str, notice: &BackupNotice) -> String {
             format!("Copy done (time: {})", human_duration(Duration::from_secs_f64(seconds.max(0.0)), false))
         }
         BackupNotice::Finalising => "Finalising the backup.".into(),
+        BackupNotice::Progress { .. } => String::new(),
         BackupNotice::Size { bytes } => format!("Backup size: {}", pretty_size(*bytes as f64)),
         BackupNotice::EndLsn { lsn, wal, offset } => format!("Backup end at LSN: {lsn} ({wal}, {offset:08X})"),
     }

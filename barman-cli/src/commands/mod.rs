@@ -54,6 +54,7 @@ pub fn completions(shell: clap_complete::Shell) {
 /// Runs an implemented command; `Ok(Some(code))` forces the exit status (Nagios).
 pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     let config = load_config(cli)?;
+    crate::logging::init(&config, cli.log_level);
     report_warnings(&config, out);
     if diagnostics::implemented(&cli.command) {
         return diagnostics::run(cli, &config, out);

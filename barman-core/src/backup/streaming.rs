@@ -102,6 +102,14 @@ pub enum BackupNotice {
         /// Seconds.
         seconds: f64,
     },
+    /// Bytes copied so far, of an estimated total (the server's, with PROGRESS). Sent at most
+    /// a few times a second; a front end draws a bar or logs it.
+    Progress {
+        /// Bytes received so far.
+        done: u64,
+        /// The server's estimate of the total, if it gave one.
+        total: Option<u64>,
+    },
     /// `Finalising the backup.`
     Finalising,
     /// `Backup size: 29.4 MiB`.
@@ -373,6 +381,7 @@ async fn run(
         }
     }
     let copy_start = Instant::now();
+    let mut progress = ProgressMeter::default();
     let mut sink: Option<ArchiveSink> = None;
     let mut manifest: Vec<u8> = Vec::new();
     let mut backup_start: Option<(Lsn, TimelineId)> = None;
@@ -381,7 +390,14 @@ async fn run(
         while let Some(event) = reader.next_event().await? {
             match event {
                 BaseBackupEvent::Started { lsn, timeline } => backup_start = Some((lsn, timeline)),
-                BaseBackupEvent::Tablespaces(_) | BaseBackupEvent::Progress(_) | BaseBackupEvent::Finished { .. } => {}
+                BaseBackupEvent::Tablespaces(list) => {
+                    progress.total = list.iter().map(|t| t.size_kb.map(|kb| kb * 1024)).sum();
+                }
+                BaseBackupEvent::Progress(done) => {
+                    progress.server_done = done;
+                    progress.report(notify);
+                }
+                BaseBackupEvent::Finished { .. } => {}
                 BaseBackupEvent::ArchiveStart { name, .. } => {
                     if sink.is_some() {
                         return Err(BackupError::Invalid(format!("archive {name:?} started inside another")));
@@ -412,7 +428,10 @@ async fn run(
                         (None, None) => ArchiveSink::Plain(PlainExtractor::new(&target, links.clone())?),
                     });
                 }
-                BaseBackupEvent::ArchiveData(d) => match sink.as_mut() {
+                BaseBackupEvent::ArchiveData(d) => match sink.as_mut().inspect(|_| {
+                    progress.received += d.len() as u64;
+                    progress.report(notify);
+                }) {
                     Some(ArchiveSink::Plain(x)) => x.feed(&d)?,
                     Some(ArchiveSink::File(p)) => p.feed(d).await?,
                     Some(ArchiveSink::Unpack(p)) => p.feed(d).await?,
@@ -508,6 +527,27 @@ async fn run(
     info.status = BackupStatus::WaitingForWals;
     info.write(&req.catalog)?;
     Ok(())
+}
+
+/// How far the copy is, reported a few times a second at most.
+#[derive(Default)]
+struct ProgressMeter {
+    /// Archive bytes received (what 13/14 let us count).
+    received: u64,
+    /// The server's own count (15+), uncompressed even when the server compresses.
+    server_done: u64,
+    total: Option<u64>,
+    last: Option<Instant>,
+}
+
+impl ProgressMeter {
+    fn report(&mut self, notify: &mut (dyn FnMut(BackupNotice) + Send)) {
+        if self.last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(250)) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        notify(BackupNotice::Progress { done: self.received.max(self.server_done), total: self.total });
+    }
 }
 
 fn round6(x: f64) -> f64 {
