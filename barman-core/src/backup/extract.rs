@@ -3,9 +3,10 @@
 //!
 //! Every name goes through [`safe_join`]; the only symbolic links created are
 //! `pg_tblspc/<oid>`, pointed at the directory the caller maps that tablespace to (Barman:
-//! `base/<ID>/<oid>`), and nothing is ever written through them. Each file is fsynced when
-//! complete and every directory at [`PlainExtractor::finish`], so a backup marked DONE
-//! afterwards is on disk.
+//! `base/<ID>/<oid>`), and nothing is ever written through them. Files are written without
+//! waiting for the disk; [`PlainExtractor::finish`] then flushes the whole filesystem once
+//! (`syncfs`, see [`sync_filesystem`]) and fsyncs every directory, so a backup marked DONE
+//! afterwards is on disk — at a fraction of the cost of one fsync per file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -13,7 +14,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::storage::durable::fsync_dir;
+use crate::storage::durable::{fsync_dir, sync_filesystem};
 use crate::storage::{safe_join, StorageError, StorageOp};
 
 use super::tar_stream::{EntryKind, TarError, TarEvent, TarStream};
@@ -177,9 +178,8 @@ impl PlainExtractor {
     }
 
     fn close_file(&mut self) -> Result<(), ExtractError> {
-        if let Some((file, path)) = self.open.take() {
-            file.sync_all().map_err(|e| StorageError::io(StorageOp::SyncFile, &path, e))?;
-        }
+        // Durability comes at `finish`, for every file at once.
+        self.open.take();
         Ok(())
     }
 
@@ -187,6 +187,7 @@ impl PlainExtractor {
     pub fn finish(mut self) -> Result<(u64, u64), ExtractError> {
         self.stream.finish()?;
         self.close_file()?;
+        sync_filesystem(&self.root)?;
         for d in self.dirs.iter().rev() {
             fsync_dir(d)?;
         }
