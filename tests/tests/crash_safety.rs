@@ -39,7 +39,7 @@ pg_test!(killed_receiver_and_archiver_lose_and_duplicate_nothing, |major| {
     let waited = wait_for("the receiver to close the last segment", || {
         site.run(&["archive-wal", "pg"])?;
         pg.generate_load(10)?;
-        Ok(xlogdb_names(&site)?.iter().any(|n| *n == last))
+        Ok(xlogdb_names(&site)?.contains(&last))
     });
     if let Err(e) = waited {
         let streaming: Vec<String> = std::fs::read_dir(site.server_dir().join("streaming"))?

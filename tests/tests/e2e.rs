@@ -14,6 +14,7 @@ mod processes;
 mod receive_wal;
 mod recovery;
 mod recovery_targets;
+mod remote_recovery;
 mod retention;
 mod streaming;
 mod wal_helpers;

@@ -13,7 +13,12 @@ use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
 use barman_core::hooks::{HookKind, HookSet};
 use barman_core::output::{human_duration, local_now_with_offset};
-use barman_core::recovery::{recover, ConfLine, RecoveryNotice, RecoveryRequest, RecoveryTarget, TargetTimeline};
+use barman_core::config::StagingLocation;
+use barman_core::recovery::remote::fqdn;
+use barman_core::recovery::{
+    recover_with, ConfLine, RecoveryNotice, RecoveryRequest, RecoverySetup, RecoveryTarget, RemoteOptions, TargetTimeline,
+    WalSource,
+};
 use serde_json::{json, Value};
 
 use super::{find_backup, one_server, server_catalog};
@@ -29,7 +34,20 @@ pub fn implemented(cmd: &Command) -> bool {
 pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Option<u8>> {
     let Command::Recover(args) = &cli.command else { unreachable!("filtered by implemented()") };
     let Some(server) = one_server(config, &args.server_name, out) else { return Ok(None) };
-    refuse_unsupported(args, server)?;
+    if args.network_compression && args.remote_ssh_command.is_none() {
+        out.error(
+            "Network compression can only be used with remote recovery.\n\
+             HINT: If you want to do a remote recovery you have to use the --remote-ssh-command option",
+        );
+        return Ok(None);
+    }
+    if args.destination_directory.contains(':') {
+        out.error(
+            "The destination directory parameter cannot contain the ':' character\n\
+             HINT: If you want to do a remote recovery you have to use the --remote-ssh-command option",
+        );
+        return Ok(None);
+    }
     let catalog = server_catalog(config, server);
     let (backups, problems) = BackupCatalog::load(&catalog)?;
     problems.iter().for_each(|p| out.warning(&format!("skipping a backup: {p}")));
@@ -70,6 +88,13 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         tablespaces.insert(name.to_owned(), PathBuf::from(location));
     }
     let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| usize::try_from(server.parallel_jobs).unwrap_or(1)).max(1);
+    let setup = match setup_of(args, config, server, backup.compression.as_deref(), jobs) {
+        Ok(s) => s,
+        Err(e) => {
+            out.error(&format!("{e:#}"));
+            return Ok(None);
+        }
+    };
     let req = RecoveryRequest {
         catalog,
         backup_id: backup.backup_id,
@@ -88,7 +113,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         req.tablespaces.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect();
     let hook_env = |h: &mut barman_core::hooks::Hook, error: Option<&str>| {
         h.env_from_catalog_backup(&req.catalog, &backup);
-        h.env_from_recover(&req.destination, &relocations, None, &hook_options, error);
+        h.env_from_recover(&req.destination, &relocations, args.remote_ssh_command.as_deref(), &hook_options, error);
     };
     if let Some(hooks) = &hooks {
         if let Err(abort) = hooks.run_pre(&|h| hook_env(h, None)) {
@@ -98,7 +123,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     }
     let start_time = local_now_with_offset();
     let start_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let result = recover(&req, &mut |n| notice(out, &n));
+    let result = recover_with(&req, &setup, &mut |n| notice(out, &n));
     if let Some(hooks) = &hooks {
         let error = result.as_ref().err().map(ToString::to_string);
         hooks.run_post(&|h, _| hook_env(h, error.as_deref()));
@@ -125,6 +150,13 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
             out.result("warnings", rows(&report.warnings));
             out.result("warnings_count", json!(report.warnings.len()));
             out.result("missing_files", json!(report.missing_files));
+            if report.get_wal {
+                out.warning(
+                    "WARNING: 'get-wal' is in the specified 'recovery_options'. Before you start up the PostgreSQL \
+                     server, please review the recovery configuration inside the target directory. Make sure that \
+                     'restore_command' can be executed by the PostgreSQL user.",
+                );
+            }
             out.result("recovery_start_time", json!(start_time));
             out.result("recovery_start_time_timestamp", json!(start_epoch.to_string()));
             out.result("recovery_elapsed_time", json!(elapsed));
@@ -155,6 +187,15 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
                     out.info(&format!("    {f}"));
                 }
             }
+            if report.get_wal {
+                out.info("");
+                out.info("WARNING: 'get-wal' is in the specified 'recovery_options'.");
+                out.info(&format!(
+                    "Before you start up the PostgreSQL server, please review the {} file",
+                    report.recovery_configuration_file
+                ));
+                out.info("inside the target directory. Make sure that 'restore_command' can be executed by the PostgreSQL user.");
+            }
             out.info("");
             out.info(&format!("Restore operation completed (start time: {start_time}, elapsed time: {elapsed})"));
             out.info("Your PostgreSQL server has been successfully prepared for recovery!");
@@ -163,26 +204,109 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     Ok(None)
 }
 
-/// What barman-rs cannot do yet: said and refused, never silently ignored.
-fn refuse_unsupported(args: &RecoverArgs, server: &ServerConfig) -> anyhow::Result<()> {
-    if args.remote_ssh_command.is_some() {
-        anyhow::bail!("recover --remote-ssh-command is not implemented yet in barman-rs; restore locally");
-    }
-    let get_wal = if args.no_get_wal {
-        false
-    } else {
-        args.get_wal || server.recovery_options.get_wal
+/// `--remote-ssh-command`, `--get-wal` and `--recovery-conf-filename`, with Barman's rules:
+/// the options override the configuration (`recovery_options`, `bandwidth_limit`,
+/// `network_compression`, `staging_path`, `basebackup_retry_*`).
+fn setup_of(
+    args: &RecoverArgs,
+    config: &Config,
+    server: &ServerConfig,
+    compression: Option<&str>,
+    jobs: usize,
+) -> anyhow::Result<RecoverySetup> {
+    let compressed = compression.is_some_and(|c| c != "None");
+    let remote = match &args.remote_ssh_command {
+        None => None,
+        Some(ssh_command) => {
+            let staging_location = match args.staging_location.as_deref() {
+                Some("remote") => StagingLocation::Remote,
+                Some(_) => StagingLocation::Local,
+                None => server.staging_location,
+            };
+            // A compressed backup is unpacked on this host, then sent (staging_location =
+            // local); unpacking on the recovery host needs tools there that barman-rs does
+            // not assume.
+            if compressed && staging_location == StagingLocation::Remote {
+                anyhow::bail!(
+                    "staging_location = remote is not implemented in barman-rs: a compressed backup is \
+                     decompressed in a local staging path, then sent; use --staging-location local"
+                );
+            }
+            let staging_path = args
+                .staging_path
+                .as_deref()
+                .or(server.staging_path.as_deref())
+                .or(args.recovery_staging_path.as_deref())
+                .or(server.recovery_staging_path.as_deref())
+                .unwrap_or("/tmp");
+            if !std::path::Path::new(staging_path).is_absolute() {
+                anyhow::bail!("Cannot parse staging path: {staging_path} is not an absolute path");
+            }
+            let bwlimit = args.bwlimit.or_else(|| server.bandwidth_limit.and_then(|b| u64::try_from(b).ok()));
+            let tablespace_bwlimit = server
+                .tablespace_bandwidth_limit
+                .iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), u64::try_from(*v).ok()?)))
+                .collect();
+            let retry_times = if args.no_retry { 0 } else { args.retry_times.unwrap_or(server.basebackup_retry_times.max(0) as u64) };
+            Some(RemoteOptions {
+                ssh_command: ssh_command.clone(),
+                bwlimit,
+                tablespace_bwlimit,
+                network_compression: if args.no_network_compression {
+                    false
+                } else {
+                    args.network_compression || server.network_compression
+                },
+                staging_path: PathBuf::from(staging_path),
+                retry_times: u32::try_from(retry_times).unwrap_or(u32::MAX),
+                retry_sleep: std::time::Duration::from_secs(args.retry_sleep.unwrap_or(server.basebackup_retry_sleep.max(0) as u64)),
+            })
+        }
     };
-    if get_wal {
-        anyhow::bail!(
-            "recover --get-wal (or recovery_options = get-wal) is not implemented yet in barman-rs; \
-             use --no-get-wal: the WAL is then copied into the destination"
-        );
-    }
-    if args.recovery_conf_filename.is_some() {
-        anyhow::bail!("recover --recovery-conf-filename is not implemented yet in barman-rs");
-    }
-    Ok(())
+    let get_wal = if args.no_get_wal { false } else { args.get_wal || server.recovery_options.get_wal };
+    let barman_user = &config.global.barman_user;
+    let wal = match (get_wal, &args.remote_ssh_command) {
+        (false, _) => WalSource::Copy,
+        (true, Some(_)) => WalSource::remote_get_wal(
+            barman_user,
+            args.recovery_option_port.as_deref(),
+            &fqdn(),
+            &server.name,
+            jobs as u64,
+            args.standby_mode,
+        ),
+        (true, None) => {
+            let (program, config_file) = get_wal_invocation(&config.main_file);
+            WalSource::local_get_wal(&program, config_file.as_deref(), &server.name, barman_user, args.standby_mode)
+        }
+    };
+    Ok(RecoverySetup { remote, wal, recovery_conf_filename: args.recovery_conf_filename.clone() })
+}
+
+/// How the restored server's `restore_command` runs this barman locally: Barman writes
+/// `barman get-wal …` and counts on PostgreSQL's user finding the same configuration. Two
+/// additions so that the command works as written:
+/// - `barman` when that name on PATH is this executable, else this executable's path (a
+///   build not installed on PATH);
+/// - `-c <file>` unless the configuration is the one a user without `~/.barman.conf` finds
+///   by default (`/etc/barman.conf`, or `/etc/barman/barman.conf` when the former does not
+///   exist): PostgreSQL's user has another home, and no `-c` of ours.
+fn get_wal_invocation(main_file: &std::path::Path) -> (String, Option<PathBuf>) {
+    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|d| d.join("barman")).find(|p| p.is_file()).and_then(|p| p.canonicalize().ok())
+    });
+    let program = match (&me, &on_path) {
+        (Some(me), Some(found)) if me == found => "barman".to_owned(),
+        (Some(me), _) => me.display().to_string(),
+        (None, _) => "barman".to_owned(),
+    };
+    let main = main_file.canonicalize().unwrap_or_else(|_| main_file.to_path_buf());
+    let etc = std::path::Path::new("/etc/barman.conf");
+    let default = main == etc || (main == std::path::Path::new("/etc/barman/barman.conf") && !etc.exists());
+    (program, (!default).then_some(main))
 }
 
 /// The options Barman passes to the recovery hooks (`BARMAN_RECOVER_OPTIONS`): those set.
@@ -234,9 +358,13 @@ fn absolute(dir: &str) -> anyhow::Result<PathBuf> {
 
 fn notice(out: &mut Output, n: &RecoveryNotice) {
     match n {
-        RecoveryNotice::Starting { server, id, destination } => {
-            out.info(&format!("Starting local restore for server {server} using backup {id}"));
+        RecoveryNotice::Starting { server, id, destination, remote } => {
+            let place = if remote.is_some() { "remote" } else { "local" };
+            out.info(&format!("Starting {place} restore for server {server} using backup {id}"));
             out.info(&format!("Destination directory: {}", destination.display()));
+            if let Some(command) = remote {
+                out.info(&format!("Remote command: {command}"));
+            }
         }
         RecoveryNotice::Pitr(text) => out.info(text),
         RecoveryNotice::CopyingBase => out.info("Copying the base backup."),

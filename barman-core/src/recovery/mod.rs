@@ -18,9 +18,24 @@
 //! 4. comment out what is dangerous in the restored configuration, append the recovery
 //!    settings to `postgresql.auto.conf`, create `recovery.signal` (or `standby.signal`), and
 //!    keep a copy of backup.info as `.barman-recover.info`.
+//!
+//! [`recover_with`] adds what [`RecoverySetup`] asks for:
+//!
+//! - a remote destination (`--remote-ssh-command`, [`remote`]): the base backup is sent with
+//!   rsync over the ssh command (a compressed backup is first unpacked into
+//!   `<staging_path>/barman-decompress<pid>`), the WAL is decompressed into a local scratch
+//!   directory and sent, and the configuration files are fetched from the destination,
+//!   edited here and sent back with `recovery.signal` and `.barman-recover.info` — Barman's
+//!   `MainRecoveryExecutor`. Everything on the remote host is written by the ssh user;
+//!   PGDATA ends up 0700;
+//! - get-wal ([`WalSource::GetWal`]): no WAL is copied; `restore_command` fetches it from the
+//!   archive (`barman get-wal` locally, `barman-wal-restore` from a remote host);
+//! - `--recovery-conf-filename`: the recovery settings go to that file instead of
+//!   `postgresql.auto.conf` (which is still made safe).
 
 pub mod copy;
 pub mod pgconf;
+pub mod remote;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +49,7 @@ use crate::storage::{StorageError, StorageOp};
 use crate::wal::{TimelineHistory, WalFileName, WalSegmentName};
 
 pub use pgconf::{ConfLine, ConfReport};
+pub use remote::RemoteOptions;
 
 /// `--target-tli`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +115,84 @@ pub struct RecoveryRequest {
     pub compression: WalCompression,
 }
 
+/// Where the restored server gets its WAL from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WalSource {
+    /// The WAL the target needs is copied into the destination (`barman_wal/`, or `pg_wal/`
+    /// for a standby) and `restore_command` is a `cp` from there.
+    #[default]
+    Copy,
+    /// No WAL is copied: `restore_command` fetches each segment from the archive
+    /// (`--get-wal`, `recovery_options = 'get-wal'`). Build it with
+    /// [`WalSource::local_get_wal`] or [`WalSource::remote_get_wal`].
+    GetWal {
+        /// The comment line Barman writes above it.
+        comment: String,
+        /// The command, unquoted.
+        restore_command: String,
+    },
+}
+
+impl WalSource {
+    /// Barman's local get-wal restore command, `barman get-wal -P SERVER %f > %p`:
+    /// `program` is how the server can run barman (`barman`, or a path), `config` the
+    /// configuration file to name with `-c` when PostgreSQL's user would not find it in a
+    /// default location; `-P` (a partial segment may be served) unless in standby mode.
+    pub fn local_get_wal(program: &str, config: Option<&Path>, server: &str, barman_user: &str, standby_mode: bool) -> WalSource {
+        let mut cmd = remote::shell_quote(program);
+        if let Some(config) = config {
+            cmd.push_str(&format!(" -c {}", remote::shell_quote(&config.to_string_lossy())));
+        }
+        cmd.push_str(" get-wal");
+        if !standby_mode {
+            cmd.push_str(" -P");
+        }
+        cmd.push_str(&format!(" {} %f > %p", remote::shell_quote(server)));
+        WalSource::GetWal { comment: format!("# The 'barman get-wal' command must run as '{barman_user}' user"), restore_command: cmd }
+    }
+
+    /// Barman's remote restore command, run on the PostgreSQL host:
+    /// `barman-wal-restore -P -U BARMAN_USER [--port P] FQDN SERVER %f %p [-p JOBS]`.
+    pub fn remote_get_wal(
+        barman_user: &str,
+        port: Option<&str>,
+        fqdn: &str,
+        server: &str,
+        parallel_jobs: u64,
+        standby_mode: bool,
+    ) -> WalSource {
+        let mut parts = vec!["barman-wal-restore".to_owned()];
+        if !standby_mode {
+            parts.push("-P".into());
+        }
+        parts.extend(["-U".to_owned(), barman_user.to_owned()]);
+        if let Some(port) = port {
+            parts.push(format!("--port {port}"));
+        }
+        parts.extend([fqdn.to_owned(), server.to_owned(), "%f".into(), "%p".into()]);
+        if parallel_jobs > 1 {
+            parts.push(format!("-p {parallel_jobs}"));
+        }
+        WalSource::GetWal {
+            comment: "# The 'barman-wal-restore' command is provided in the 'barman-cli' package".into(),
+            restore_command: parts.join(" "),
+        }
+    }
+}
+
+/// How a recovery reaches its destination, beyond [`RecoveryRequest`]; the default is a
+/// local restore with the WAL copied and the settings in `postgresql.auto.conf`.
+#[derive(Debug, Clone, Default)]
+pub struct RecoverySetup {
+    /// `--remote-ssh-command`: the destination is on another host.
+    pub remote: Option<RemoteOptions>,
+    /// Where the WAL comes from.
+    pub wal: WalSource,
+    /// `--recovery-conf-filename`: the file (relative to the destination) that receives
+    /// the recovery settings instead of `postgresql.auto.conf`.
+    pub recovery_conf_filename: Option<String>,
+}
+
 /// What the operator should hear, in Barman's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecoveryNotice {
@@ -110,6 +204,8 @@ pub enum RecoveryNotice {
         id: BackupId,
         /// The destination.
         destination: PathBuf,
+        /// `--remote-ssh-command` (`Starting remote restore …`, `Remote command: …`).
+        remote: Option<String>,
     },
     /// `Doing PITR. Recovery target …`.
     Pitr(String),
@@ -145,6 +241,11 @@ pub struct RecoveryReport {
     pub missing_files: Vec<String>,
     /// WAL files copied.
     pub wal_files: usize,
+    /// Whether the restore_command fetches WAL from the archive (`get-wal`).
+    pub get_wal: bool,
+    /// Where the recovery settings went (`postgresql.auto.conf` unless
+    /// `--recovery-conf-filename` said otherwise).
+    pub recovery_configuration_file: String,
     /// Seconds it took.
     pub elapsed: f64,
 }
@@ -174,6 +275,14 @@ pub enum RecoveryError {
     /// The request does not make sense.
     #[error("{0}")]
     Invalid(String),
+    /// The remote host could not be reached, or a transfer to it failed.
+    #[error("{what}: {why}")]
+    Remote {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        why: String,
+    },
     /// A WAL file needed is missing or unusable.
     #[error("WAL file {name}: {why}")]
     Wal {
@@ -184,17 +293,36 @@ pub enum RecoveryError {
     },
 }
 
-/// Restores the backup as requested.
+/// Restores the backup as requested: locally, with the WAL copied (see [`recover_with`]).
 pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) -> Result<RecoveryReport, RecoveryError> {
+    recover_with(req, &RecoverySetup::default(), notify)
+}
+
+/// Restores the backup as requested, to the host and with the WAL source `setup` says.
+pub fn recover_with(
+    req: &RecoveryRequest,
+    setup: &RecoverySetup,
+    notify: &mut dyn FnMut(RecoveryNotice),
+) -> Result<RecoveryReport, RecoveryError> {
     let started = Instant::now();
     let catalog = &req.catalog;
     let info = BackupInfo::read(catalog, req.backup_id)?;
     if info.status != BackupStatus::Done {
         return Err(RecoveryError::NotDone { id: info.backup_id, server: catalog.server_name().into(), status: info.status });
     }
-    check_destination(&req.destination)?;
+    let conf_name = recovery_conf_name(setup.recovery_conf_filename.as_deref())?;
+    let remote = setup.remote.as_ref().map(remote::Remote::connect).transpose()?;
+    match &remote {
+        None => check_destination(&req.destination)?,
+        Some(r) => check_remote_destination(r, &req.destination)?,
+    }
     check_target(&info, &req.target)?;
-    notify(RecoveryNotice::Starting { server: catalog.server_name().into(), id: info.backup_id, destination: req.destination.clone() });
+    notify(RecoveryNotice::Starting {
+        server: catalog.server_name().into(),
+        id: info.backup_id,
+        destination: req.destination.clone(),
+        remote: setup.remote.as_ref().map(|r| r.ssh_command.clone()),
+    });
     if let Some(what) = describe_target(&req.target) {
         notify(RecoveryNotice::Pitr(what));
     }
@@ -202,7 +330,6 @@ pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) ->
 
     // 2. The base backup and its tablespaces.
     notify(RecoveryNotice::CopyingBase);
-    let data = catalog.backup_data_dir(info.backup_id);
     let id = info.backup_id;
     let archived = match info.compression.as_deref() {
         None | Some("None") => None,
@@ -216,100 +343,297 @@ pub fn recover(req: &RecoveryRequest, notify: &mut dyn FnMut(RecoveryNotice)) ->
         .flatten()
         .map(|ts| (ts, req.tablespaces.get(&ts.name).cloned().unwrap_or_else(|| PathBuf::from(&ts.location))))
         .collect();
+    // Remote: what is prepared here before it is sent (WAL, configuration), removed at the end.
+    let scratch = match (&remote, &setup.remote) {
+        (Some(r), Some(opts)) => {
+            restore_base_remote(r, opts, req, archived, &locations)?;
+            Some(remote::ScratchDir::temporary("barman_recovery-")?)
+        }
+        _ => {
+            restore_base_local(req, archived, &locations)?;
+            None
+        }
+    };
+    for (ts, location) in &locations {
+        notify(RecoveryNotice::Tablespace { oid: ts.oid, name: ts.name.clone(), location: location.clone() });
+    }
+
+    // 3. WAL: copied, unless the restore_command fetches it from the archive (get-wal).
+    let get_wal = matches!(setup.wal, WalSource::GetWal { .. });
+    let wal_dest = if req.standby_mode || get_wal { dest.join("pg_wal") } else { dest.join("barman_wal") };
+    let mut wal_files = 0;
+    if get_wal {
+        match &remote {
+            None => std::fs::create_dir_all(wal_dest.join("archive_status"))
+                .map_err(|e| StorageError::io(StorageOp::CreateDir, &wal_dest, e))?,
+            Some(r) => r.make_dirs(&[&wal_dest.join("archive_status")])?,
+        }
+    } else {
+        notify(RecoveryNotice::CopyingWal);
+        let local_wal = match &scratch {
+            Some(s) => s.path().join("wal"),
+            None => wal_dest.clone(),
+        };
+        wal_files = collect_wal(req, &info, &local_wal, notify)?;
+        if let (Some(r), Some(opts)) = (&remote, &setup.remote) {
+            r.make_dirs(&[&wal_dest])?;
+            r.push_tree(&local_wal, &wal_dest, &|_| false, req.jobs, opts.bwlimit)?;
+        }
+    }
+
+    // 4. Configuration: edited here (remote: on copies fetched from the destination, sent back).
+    notify(RecoveryNotice::GeneratingConfig);
+    let mut lines: Vec<String> = Vec::new();
+    match &setup.wal {
+        WalSource::GetWal { comment, restore_command } => {
+            lines.push(comment.clone());
+            lines.push(pgconf::setting_line("restore_command", restore_command));
+        }
+        WalSource::Copy => {
+            if !req.standby_mode || wal_files > 0 {
+                lines.push(pgconf::setting_line("restore_command", &format!("cp {}/%f %p", wal_dest.display())));
+            }
+            if !req.standby_mode {
+                lines.push(pgconf::setting_line("recovery_end_command", &format!("rm -fr {}", wal_dest.display())));
+            }
+        }
+    }
+    lines.extend(target_settings(&req.target).iter().map(|(k, v)| pgconf::setting_line(k, v)));
+    notify(RecoveryNotice::IdentifyDangerous);
+    let signal = if req.standby_mode { "standby.signal" } else { "recovery.signal" };
+    let conf_dir = match &scratch {
+        Some(s) => s.path().join("conf"),
+        None => dest.clone(),
+    };
+    let mut wanted: Vec<String> = ["postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf"].map(String::from).into();
+    if !wanted.contains(&conf_name) {
+        wanted.push(conf_name.clone());
+    }
+    if let Some(r) = &remote {
+        std::fs::create_dir_all(&conf_dir).map_err(|e| StorageError::io(StorageOp::CreateDir, &conf_dir, e))?;
+        r.fetch_files(dest, &wanted, &conf_dir)?;
+    }
+    let (mut report, missing_files) = pgconf::secure_configuration(&conf_dir)?;
+    // A file of the user's choice is analysed like the others, or made.
+    let custom = conf_name != "postgresql.conf" && conf_name != "postgresql.auto.conf";
+    if custom && !pgconf::secure_file(&conf_dir, &conf_name, &mut report)? {
+        if let Some(parent) = conf_dir.join(&conf_name).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::io(StorageOp::CreateDir, parent, e))?;
+        }
+    }
+    pgconf::append_lines(&conf_dir.join(&conf_name), &lines)?;
+    atomic_write(&conf_dir.join(signal), b"", 0o644)?;
+    atomic_write(&conf_dir.join(".barman-recover.info"), &info.to_bytes()?, FILE_MODE)?;
+    match (&remote, &setup.remote) {
+        (Some(r), Some(opts)) => {
+            let mut send: Vec<String> = Vec::new();
+            for name in wanted.iter().filter(|n| !n.starts_with("pg_hba.conf") && !n.starts_with("pg_ident.conf")) {
+                for candidate in [name.clone(), format!("{name}.origin")] {
+                    if conf_dir.join(&candidate).exists() && !send.contains(&candidate) {
+                        send.push(candidate);
+                    }
+                }
+            }
+            send.extend([signal.to_owned(), ".barman-recover.info".to_owned()]);
+            r.push_files(&conf_dir, &send, dest, opts.bwlimit)?;
+            // rsync -p gave the destination the mode of the local source directory.
+            r.shell(&format!("chmod 700 {}", remote::shell_quote(&dest.to_string_lossy())))?;
+        }
+        _ => fsync_dir(dest)?,
+    }
+    drop(scratch);
+    Ok(RecoveryReport {
+        changes: report.changes,
+        warnings: report.warnings,
+        missing_files,
+        wal_files,
+        get_wal,
+        recovery_configuration_file: conf_name,
+        elapsed: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The recovery target settings, in Barman's order.
+fn target_settings(t: &RecoveryTarget) -> Vec<(&'static str, String)> {
+    let mut settings = Vec::new();
+    if let Some(v) = &t.time {
+        settings.push(("recovery_target_time", v.clone()));
+    }
+    if let Some(v) = &t.xid {
+        settings.push(("recovery_target_xid", v.clone()));
+    }
+    if let Some(v) = &t.lsn {
+        settings.push(("recovery_target_lsn", v.clone()));
+    }
+    if let Some(v) = &t.name {
+        settings.push(("recovery_target_name", v.clone()));
+    }
+    if t.immediate {
+        settings.push(("recovery_target", "immediate".into()));
+    }
+    if t.exclusive {
+        settings.push(("recovery_target_inclusive", "false".into()));
+    }
+    match t.timeline {
+        Some(TargetTimeline::Id(n)) => settings.push(("recovery_target_timeline", n.to_string())),
+        Some(TargetTimeline::Current) => settings.push(("recovery_target_timeline", "current".into())),
+        Some(TargetTimeline::Latest) => settings.push(("recovery_target_timeline", "latest".into())),
+        None => {}
+    }
+    if let Some(a) = &t.action {
+        settings.push(("recovery_target_action", a.clone()));
+    }
+    settings
+}
+
+/// `--recovery-conf-filename`, checked: a name relative to the destination, without `..`
+/// (default `postgresql.auto.conf`).
+fn recovery_conf_name(name: Option<&str>) -> Result<String, RecoveryError> {
+    let Some(name) = name else { return Ok("postgresql.auto.conf".into()) };
+    let path = Path::new(name);
+    if name.is_empty() || !path.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(RecoveryError::Invalid(format!(
+            "invalid recovery configuration file name {name:?}: give a path relative to the destination directory, without '..'"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// The base backup into a local destination: copied (plain) or unpacked (compressed) on
+/// `jobs` threads, tablespaces in their locations and linked from `pg_tblspc`.
+fn restore_base_local(
+    req: &RecoveryRequest,
+    archived: Option<ArchiveCompression>,
+    locations: &[(&crate::catalog::Tablespace, PathBuf)],
+) -> Result<(), RecoveryError> {
+    let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
+    let data = catalog.backup_data_dir(id);
     match archived {
         None => {
             copy::copy_tree(&data, dest, req.jobs, &|rel| {
                 rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc") || rel == Path::new("backup_manifest")
             })?;
         }
-        Some(algorithm) => unpack_archives(&data, algorithm, dest, &locations, req.jobs)?,
+        Some(algorithm) => unpack_archives(&data, algorithm, dest, locations, req.jobs)?,
     }
     if data.join("backup_manifest").exists() {
         copy::copy_file(&data.join("backup_manifest"), &dest.join(format!("backup_manifest.{id}")))?;
     }
-    for (ts, location) in &locations {
-        let location = location.clone();
-        notify(RecoveryNotice::Tablespace { oid: ts.oid, name: ts.name.clone(), location: location.clone() });
+    for (ts, location) in locations {
         if archived.is_none() {
-            copy::copy_tree(&catalog.backup_dir(id).join(ts.oid.to_string()), &location, req.jobs, &|_| false)?;
+            copy::copy_tree(&catalog.backup_dir(id).join(ts.oid.to_string()), location, req.jobs, &|_| false)?;
         }
         let link = dest.join("pg_tblspc").join(ts.oid.to_string());
         std::fs::create_dir_all(dest.join("pg_tblspc")).map_err(|e| StorageError::io(StorageOp::CreateDir, dest.join("pg_tblspc"), e))?;
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&location, &link).map_err(|e| StorageError::io(StorageOp::Create, &link, e))?;
+        std::os::unix::fs::symlink(location, &link).map_err(|e| StorageError::io(StorageOp::Create, &link, e))?;
     }
     fsync_dir(&dest.join("pg_tblspc")).or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+    Ok(())
+}
 
-    // 3. WAL.
-    notify(RecoveryNotice::CopyingWal);
-    let wal_dest = if req.standby_mode { dest.join("pg_wal") } else { dest.join("barman_wal") };
-    std::fs::create_dir_all(wal_dest.join("archive_status")).map_err(|e| StorageError::io(StorageOp::CreateDir, &wal_dest, e))?;
+/// The base backup onto the remote host, as Barman's `RsyncCopyOperation`: the destination
+/// and the tablespace locations made (`mkdir -p -m 700`), each tablespace and then the data
+/// directory sent with rsync (leaving out `pg_wal/*`, `pg_log/*`, `log/*`, `postmaster.pid`,
+/// `recovery.conf`, `tablespace_map` and the `pg_tblspc` links), the manifest sent as
+/// `backup_manifest.<ID>`, the links made remotely. A compressed backup is unpacked into
+/// `<staging_path>/barman-decompress<pid>` first (Barman's `DecompressOperation` with
+/// `staging_location = local`), which is removed afterwards.
+fn restore_base_remote(
+    r: &remote::Remote<'_>,
+    opts: &RemoteOptions,
+    req: &RecoveryRequest,
+    archived: Option<ArchiveCompression>,
+    locations: &[(&crate::catalog::Tablespace, PathBuf)],
+) -> Result<(), RecoveryError> {
+    let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
+    let data = catalog.backup_data_dir(id);
+    let staging;
+    let (pgdata_src, ts_src): (PathBuf, Vec<PathBuf>) = match archived {
+        None => (data.clone(), locations.iter().map(|(ts, _)| catalog.backup_dir(id).join(ts.oid.to_string())).collect()),
+        Some(algorithm) => {
+            staging = remote::ScratchDir::create(opts.staging_path.join(format!("barman-decompress{}", std::process::id())))?;
+            let staged: Vec<(&crate::catalog::Tablespace, PathBuf)> =
+                locations.iter().map(|(ts, _)| (*ts, staging.path().join(ts.oid.to_string()))).collect();
+            unpack_archives(&data, algorithm, &staging.path().join("data"), &staged, req.jobs)?;
+            (staging.path().join("data"), staged.into_iter().map(|(_, p)| p).collect())
+        }
+    };
+    let mut dirs: Vec<&Path> = vec![dest.as_path()];
+    dirs.extend(locations.iter().map(|(_, l)| l.as_path()));
+    r.make_dirs(&dirs)?;
+    for ((ts, location), src) in locations.iter().zip(&ts_src) {
+        let bwlimit = opts.tablespace_bwlimit.get(&ts.name).copied().or(opts.bwlimit);
+        r.push_tree(src, location, &|_| false, req.jobs, bwlimit)?;
+    }
+    r.push_tree(&pgdata_src, dest, &excluded_from_pgdata, req.jobs, opts.bwlimit)?;
+    if data.join("backup_manifest").exists() {
+        r.push_file(&data.join("backup_manifest"), &dest.join(format!("backup_manifest.{id}")), opts.bwlimit)?;
+    }
+    let q = |p: &Path| remote::shell_quote(&p.to_string_lossy());
+    let mut script = vec![format!("mkdir -p {} {}", q(&dest.join("pg_wal/archive_status")), q(&dest.join("pg_tblspc")))];
+    for (ts, location) in locations {
+        let link = dest.join("pg_tblspc").join(ts.oid.to_string());
+        script.push(format!("rm -f {} && ln -s {} {}", q(&link), q(location), q(&link)));
+    }
+    r.shell(&script.join(" && "))?;
+    Ok(())
+}
+
+/// What Barman leaves out of a data directory it sends (relative paths).
+fn excluded_from_pgdata(rel: &Path) -> bool {
+    let mut parts = rel.components();
+    let first = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+    let inside = parts.next().is_some();
+    match first.as_str() {
+        "pg_log" | "log" | "pg_xlog" | "pg_wal" | "pg_tblspc" => inside,
+        "postmaster.pid" | "recovery.conf" | "tablespace_map" | "backup_manifest" => !inside,
+        _ => false,
+    }
+}
+
+/// The destination on the remote host must be absent or empty, as locally.
+fn check_remote_destination(r: &remote::Remote<'_>, dest: &Path) -> Result<(), RecoveryError> {
+    let d = dest.display();
+    match r.inspect(dest)? {
+        remote::RemoteDir::Absent | remote::RemoteDir::Empty => Ok(()),
+        remote::RemoteDir::Running => Err(RecoveryError::Invalid(format!(
+            "destination directory {d} on the remote host holds a running PostgreSQL (postmaster.pid); stop it and empty the directory first"
+        ))),
+        remote::RemoteDir::NotEmpty => Err(RecoveryError::Invalid(format!(
+            "destination directory {d} on the remote host is not empty; recover into a new or empty directory"
+        ))),
+        remote::RemoteDir::NotADirectory => {
+            Err(RecoveryError::Invalid(format!("destination {d} on the remote host exists and is not a directory")))
+        }
+    }
+}
+
+/// Copies the WAL the target needs, decompressed, into the local directory `into` (made,
+/// with `archive_status/`), the receiver's partial segment too when wanted; returns how many.
+fn collect_wal(
+    req: &RecoveryRequest,
+    info: &BackupInfo,
+    into: &Path,
+    notify: &mut dyn FnMut(RecoveryNotice),
+) -> Result<usize, RecoveryError> {
+    let catalog = &req.catalog;
+    std::fs::create_dir_all(into.join("archive_status")).map_err(|e| StorageError::io(StorageOp::CreateDir, into, e))?;
     let mut wal_files = 0;
-    let wals = required_wal(catalog, &info, &req.target)?;
+    let wals = required_wal(catalog, info, &req.target)?;
     let last_archived = wals.iter().filter_map(|e| e.name.segment()).max_by_key(|s| (s.timeline(), s.log(), s.seg()));
     for entry in &wals {
-        restore_wal_file(catalog, &req.compression, entry, &wal_dest.join(entry.name.to_string()))?;
+        restore_wal_file(catalog, &req.compression, entry, &into.join(entry.name.to_string()))?;
         wal_files += 1;
     }
     if req.partial_wal && !req.target.immediate {
-        if let Some(name) = supply_partial(catalog, &info, last_archived, &wal_dest)? {
+        if let Some(name) = supply_partial(catalog, info, last_archived, into)? {
             notify(RecoveryNotice::PartialWal(name));
             wal_files += 1;
         }
     }
-    fsync_dir(&wal_dest)?;
-
-    // 4. Configuration.
-    notify(RecoveryNotice::GeneratingConfig);
-    let mut settings: Vec<(String, String)> = Vec::new();
-    if !req.standby_mode || wal_files > 0 {
-        settings.push(("restore_command".into(), format!("cp {}/%f %p", wal_dest.display())));
-    }
-    if !req.standby_mode {
-        settings.push(("recovery_end_command".into(), format!("rm -fr {}", wal_dest.display())));
-    }
-    let t = &req.target;
-    if let Some(v) = &t.time {
-        settings.push(("recovery_target_time".into(), v.clone()));
-    }
-    if let Some(v) = &t.xid {
-        settings.push(("recovery_target_xid".into(), v.clone()));
-    }
-    if let Some(v) = &t.lsn {
-        settings.push(("recovery_target_lsn".into(), v.clone()));
-    }
-    if let Some(v) = &t.name {
-        settings.push(("recovery_target_name".into(), v.clone()));
-    }
-    if t.immediate {
-        settings.push(("recovery_target".into(), "immediate".into()));
-    }
-    if t.exclusive {
-        settings.push(("recovery_target_inclusive".into(), "false".into()));
-    }
-    match t.timeline {
-        Some(TargetTimeline::Id(n)) => settings.push(("recovery_target_timeline".into(), n.to_string())),
-        Some(TargetTimeline::Current) => settings.push(("recovery_target_timeline".into(), "current".into())),
-        Some(TargetTimeline::Latest) => settings.push(("recovery_target_timeline".into(), "latest".into())),
-        None => {}
-    }
-    if let Some(a) = &t.action {
-        settings.push(("recovery_target_action".into(), a.clone()));
-    }
-    notify(RecoveryNotice::IdentifyDangerous);
-    let (report, missing_files) = pgconf::secure_configuration(dest)?;
-    pgconf::append_recovery_settings(dest, &settings)?;
-    let signal = if req.standby_mode { "standby.signal" } else { "recovery.signal" };
-    atomic_write(&dest.join(signal), b"", 0o644)?;
-    atomic_write(&dest.join(".barman-recover.info"), &info.to_bytes()?, FILE_MODE)?;
-    fsync_dir(dest)?;
-    Ok(RecoveryReport {
-        changes: report.changes,
-        warnings: report.warnings,
-        missing_files,
-        wal_files,
-        elapsed: started.elapsed().as_secs_f64(),
-    })
+    fsync_dir(into)?;
+    Ok(wal_files)
 }
 
 /// Unpacks a tar-format backup: every archive on its own thread, at most `jobs` at once
@@ -540,4 +864,57 @@ fn supply_partial(
     let src = catalog.streaming_directory().join(format!("{partial}.partial"));
     copy::copy_file(&src, &wal_dest.join(partial.to_string()))?;
     Ok(Some(partial.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_wal_commands_as_barman_writes_them() {
+        let local = WalSource::local_get_wal("barman", None, "pg", "barman", false);
+        assert_eq!(
+            local,
+            WalSource::GetWal {
+                comment: "# The 'barman get-wal' command must run as 'barman' user".into(),
+                restore_command: "barman get-wal -P pg %f > %p".into()
+            }
+        );
+        let WalSource::GetWal { restore_command, .. } =
+            WalSource::local_get_wal("/opt/my barman/barman", Some(Path::new("/srv/b.conf")), "pg", "barman", true)
+        else {
+            unreachable!()
+        };
+        assert_eq!(restore_command, "'/opt/my barman/barman' -c /srv/b.conf get-wal pg %f > %p");
+        let WalSource::GetWal { restore_command, comment } =
+            WalSource::remote_get_wal("barman", Some("2222"), "backup.example.com", "pg", 4, false)
+        else {
+            unreachable!()
+        };
+        assert_eq!(restore_command, "barman-wal-restore -P -U barman --port 2222 backup.example.com pg %f %p -p 4");
+        assert_eq!(comment, "# The 'barman-wal-restore' command is provided in the 'barman-cli' package");
+        let WalSource::GetWal { restore_command, .. } = WalSource::remote_get_wal("barman", None, "b", "pg", 1, true) else {
+            unreachable!()
+        };
+        assert_eq!(restore_command, "barman-wal-restore -U barman b pg %f %p");
+    }
+
+    #[test]
+    fn recovery_conf_names_stay_inside_the_destination() {
+        assert_eq!(recovery_conf_name(None).unwrap(), "postgresql.auto.conf");
+        assert_eq!(recovery_conf_name(Some("conf.d/recovery.conf")).unwrap(), "conf.d/recovery.conf");
+        for bad in ["", "/etc/x.conf", "../x.conf", "a/../../x"] {
+            assert!(recovery_conf_name(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pgdata_exclusions_are_barmans() {
+        for out in ["pg_wal/000000010000000000000001", "pg_tblspc/16384", "postmaster.pid", "log/x.log", "backup_manifest", "tablespace_map"] {
+            assert!(excluded_from_pgdata(Path::new(out)), "{out}");
+        }
+        for kept in ["pg_wal", "pg_tblspc", "base/1/1259", "postgresql.conf", "global/pg_control"] {
+            assert!(!excluded_from_pgdata(Path::new(kept)), "{kept}");
+        }
+    }
 }

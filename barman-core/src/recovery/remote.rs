@@ -1,0 +1,343 @@
+//! `recover --remote-ssh-command`: the destination is on another host, reached as Barman
+//! reaches it — shell commands through the ssh command (`<ssh command> '<script>'`, run by
+//! the local shell like Barman's `UnixRemoteCommand`) and files through
+//! `rsync -rLKpts --delete-excluded --inplace -e '<ssh command>' … :<path>` (Barman's
+//! `RsyncPgData`; `-z` with `network_compression`, `--bwlimit` when limited). The remote
+//! rsync runs as the ssh user and copies no owner or group, so everything written belongs to
+//! that user.
+//!
+//! A tree is sent in two passes, like Barman's copy controller: the directories first
+//! (`--dirs`, no recursion), then the files, shared out biggest first to `jobs` rsync
+//! processes running at once, each given its list on stdin (`--files-from=-`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::RecoveryError;
+use crate::storage::{StorageError, StorageOp};
+
+/// How to reach the destination host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// `--remote-ssh-command`, e.g. `ssh postgres@pg2`.
+    pub ssh_command: String,
+    /// KB/s for the data directory, the WAL and the configuration (`--bwlimit`,
+    /// `bandwidth_limit`); `None` or 0: unlimited.
+    pub bwlimit: Option<u64>,
+    /// KB/s per tablespace name (`tablespace_bandwidth_limit`); others use `bwlimit`.
+    pub tablespace_bwlimit: std::collections::BTreeMap<String, u64>,
+    /// `network_compression`: rsync `-z`.
+    pub network_compression: bool,
+    /// Where a compressed backup is unpacked before it is sent (`staging_path`, or the
+    /// deprecated `recovery_staging_path`; Barman's default `/tmp`): a directory
+    /// `barman-decompress<pid>` is made there and removed afterwards.
+    pub staging_path: PathBuf,
+    /// Extra attempts for a failed rsync (`basebackup_retry_times`, `--retry-times`).
+    pub retry_times: u32,
+    /// Pause between attempts (`basebackup_retry_sleep`, `--retry-sleep`).
+    pub retry_sleep: Duration,
+}
+
+/// Quotes `s` for a POSIX shell (left bare when it is made of safe characters only).
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b)) {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The state of the destination directory on the remote host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteDir {
+    /// Does not exist.
+    Absent,
+    /// Exists and is empty.
+    Empty,
+    /// Holds files.
+    NotEmpty,
+    /// Holds a `postmaster.pid`.
+    Running,
+    /// Exists but is not a directory.
+    NotADirectory,
+}
+
+/// A connection, as far as there is one: the ssh command and the rsync settings.
+pub struct Remote<'a> {
+    opts: &'a RemoteOptions,
+}
+
+impl<'a> Remote<'a> {
+    /// Checks that the ssh command works (`true` runs remotely), as Barman does first.
+    pub fn connect(opts: &'a RemoteOptions) -> Result<Remote<'a>, RecoveryError> {
+        let remote = Remote { opts };
+        remote.shell("true").map_err(|e| RecoveryError::Remote {
+            what: format!("Unable to connect to the target host using the command '{}'", opts.ssh_command),
+            why: e.to_string(),
+        })?;
+        Ok(remote)
+    }
+
+    /// Runs `script` on the remote host; returns its standard output.
+    pub fn shell(&self, script: &str) -> Result<String, RecoveryError> {
+        let line = format!("{} {}", self.opts.ssh_command, shell_quote(script));
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RecoveryError::Remote { what: format!("cannot run {line}"), why: e.to_string() })?;
+        if !out.status.success() {
+            return Err(RecoveryError::Remote {
+                what: format!("remote command failed: {line}"),
+                why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// What is at `dir` on the remote host.
+    pub fn inspect(&self, dir: &Path) -> Result<RemoteDir, RecoveryError> {
+        let d = shell_quote(&dir.to_string_lossy());
+        let script = format!(
+            "if [ ! -e {d} ]; then echo absent; elif [ ! -d {d} ]; then echo notdir; \
+             elif [ -e {d}/postmaster.pid ]; then echo running; \
+             elif [ -n \"$(ls -A {d})\" ]; then echo nonempty; else echo empty; fi"
+        );
+        Ok(match self.shell(&script)?.trim() {
+            "absent" => RemoteDir::Absent,
+            "empty" => RemoteDir::Empty,
+            "running" => RemoteDir::Running,
+            "notdir" => RemoteDir::NotADirectory,
+            _ => RemoteDir::NotEmpty,
+        })
+    }
+
+    /// `mkdir -p <dir> -m 700` for each, as Barman prepares destinations.
+    pub fn make_dirs(&self, dirs: &[&Path]) -> Result<(), RecoveryError> {
+        let script: Vec<String> =
+            dirs.iter().map(|d| format!("mkdir -p -m 700 {}", shell_quote(&d.to_string_lossy()))).collect();
+        self.shell(&script.join(" && ")).map(drop)
+    }
+
+    /// Sends the tree at local `src` into remote `dst` (created; its mode becomes `src`'s),
+    /// leaving out what `skip` (given the path relative to `src`) names. Symbolic links are
+    /// followed (`-L`).
+    pub fn push_tree(
+        &self,
+        src: &Path,
+        dst: &Path,
+        skip: &dyn Fn(&Path) -> bool,
+        jobs: usize,
+        bwlimit: Option<u64>,
+    ) -> Result<(), RecoveryError> {
+        let (dirs, mut files) = walk(src, skip)?;
+        let mut list = String::from(".\n");
+        for d in &dirs {
+            list.push_str(&d.to_string_lossy());
+            list.push('\n');
+        }
+        let src_arg = format!("{}/", src.display());
+        let dst_arg = format!(":{}/", dst.display());
+        self.rsync(&["--no-recursive", "--dirs", "--files-from=-"], &src_arg, &dst_arg, Some(&list), bwlimit)?;
+        // Biggest first, each to the bucket holding the fewest bytes so far.
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let n = jobs.clamp(1, files.len().max(1));
+        let mut buckets: Vec<(u64, String)> = vec![(0, String::new()); n];
+        for (size, rel) in &files {
+            let b = buckets.iter_mut().min_by_key(|b| b.0).expect("at least one bucket");
+            b.0 += size;
+            b.1.push_str(&rel.to_string_lossy());
+            b.1.push('\n');
+        }
+        let failure: std::sync::Mutex<Option<RecoveryError>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for (_, list) in buckets.iter().filter(|b| !b.1.is_empty()) {
+                let (src_arg, dst_arg, failure) = (&src_arg, &dst_arg, &failure);
+                s.spawn(move || {
+                    if let Err(e) = self.rsync(&["--files-from=-"], src_arg, dst_arg, Some(list), bwlimit) {
+                        failure.lock().expect("no panics while held").get_or_insert(e);
+                    }
+                });
+            }
+        });
+        match failure.into_inner().expect("threads joined") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends one local file to the remote path `dst`.
+    pub fn push_file(&self, src: &Path, dst: &Path, bwlimit: Option<u64>) -> Result<(), RecoveryError> {
+        self.rsync(&[], &src.to_string_lossy(), &format!(":{}", dst.display()), None, bwlimit)
+    }
+
+    /// Sends the files `names` (relative to local `src_dir`) into the remote `dst_dir`.
+    pub fn push_files(&self, src_dir: &Path, names: &[String], dst_dir: &Path, bwlimit: Option<u64>) -> Result<(), RecoveryError> {
+        let list: String = names.iter().map(|n| format!("{n}\n")).collect();
+        let (src, dst) = (format!("{}/", src_dir.display()), format!(":{}/", dst_dir.display()));
+        self.rsync(&["--files-from=-"], &src, &dst, Some(&list), bwlimit)
+    }
+
+    /// Fetches those of `names` (relative to the remote `src_dir`) that exist into the local
+    /// `dst_dir`.
+    pub fn fetch_files(&self, src_dir: &Path, names: &[String], dst_dir: &Path) -> Result<(), RecoveryError> {
+        let list: String = names.iter().map(|n| format!("{n}\n")).collect();
+        let (src, dst) = (format!(":{}/", src_dir.display()), format!("{}/", dst_dir.display()));
+        self.rsync(&["--ignore-missing-args", "--files-from=-"], &src, &dst, Some(&list), self.opts.bwlimit)
+    }
+
+    /// One rsync run (retried as configured); exit 24 (files vanished) counts as success,
+    /// as in Barman.
+    fn rsync(&self, extra: &[&str], src: &str, dst: &str, stdin: Option<&str>, bwlimit: Option<u64>) -> Result<(), RecoveryError> {
+        let mut cmd = Command::new("rsync");
+        cmd.args(["-rLKpts", "--delete-excluded", "--inplace", "-e", &self.opts.ssh_command]);
+        if self.opts.network_compression {
+            cmd.arg("-z");
+        }
+        if let Some(kbps) = bwlimit.filter(|&b| b > 0) {
+            cmd.arg(format!("--bwlimit={kbps}"));
+        }
+        cmd.args(extra).arg(src).arg(dst);
+        let mut attempt = 0;
+        loop {
+            match run(&mut cmd, stdin) {
+                Ok(()) => return Ok(()),
+                Err(why) if attempt < self.opts.retry_times => {
+                    attempt += 1;
+                    tracing::warn!("rsync {src} {dst} failed ({why}); attempt {attempt} of {} in {:?}", self.opts.retry_times, self.opts.retry_sleep);
+                    std::thread::sleep(self.opts.retry_sleep);
+                }
+                Err(why) => {
+                    return Err(RecoveryError::Remote { what: format!("data transfer failure (rsync {src} {dst})"), why });
+                }
+            }
+        }
+    }
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(), String> {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(|e| format!("writing the file list to rsync: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("waiting for rsync: {e}"))?;
+    match out.status.code() {
+        Some(0 | 24) => Ok(()),
+        _ => Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
+    }
+}
+
+/// Directories, and regular files with their sizes, relative to the tree's root.
+type Listing = (Vec<PathBuf>, Vec<(u64, PathBuf)>);
+
+/// The directories and the regular files (with sizes) under `src`, relative to it, in
+/// walk order; symbolic links are followed.
+fn walk(src: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<Listing, StorageError> {
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = src.join(&rel);
+        let entries = std::fs::read_dir(&dir).map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
+            let rel = rel.join(entry.file_name());
+            if skip(&rel) {
+                continue;
+            }
+            let path = src.join(&rel);
+            let meta = std::fs::metadata(&path).map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+            if meta.is_dir() {
+                dirs.push(rel.clone());
+                stack.push(rel);
+            } else if meta.is_file() {
+                files.push((meta.len(), rel));
+            }
+        }
+    }
+    Ok((dirs, files))
+}
+
+/// This host's fully qualified name, for `barman-wal-restore` on the remote host (Python's
+/// `socket.getfqdn()` in Barman): `hostname -f`, else the kernel's host name.
+pub fn fqdn() -> String {
+    if let Ok(out) = Command::new("hostname").arg("-f").stderr(Stdio::null()).output() {
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !name.is_empty() {
+            return name;
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// A local directory of ours, removed (with what it holds) when dropped.
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// Makes `path` afresh (mode 0700), removing what a previous run may have left there.
+    pub fn create(path: PathBuf) -> Result<ScratchDir, StorageError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| StorageError::io(StorageOp::Remove, &path, e))?;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| StorageError::io(StorageOp::CreateDir, &path, e))?;
+        Ok(ScratchDir { path })
+    }
+
+    /// A new directory `<prefix><pid>-<n>` in the system's temporary directory.
+    pub fn temporary(prefix: &str) -> Result<ScratchDir, StorageError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ScratchDir::create(std::env::temp_dir().join(format!("{prefix}{}-{n}", std::process::id())))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(shell_quote("/var/lib/pg/data"), "/var/lib/pg/data");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn walks_following_links_and_skipping() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("base/1")).unwrap();
+        std::fs::create_dir_all(src.join("pg_wal")).unwrap();
+        std::fs::write(src.join("base/1/a"), b"abc").unwrap();
+        std::fs::write(src.join("pg_wal/x"), b"x").unwrap();
+        std::fs::write(src.join("PG_VERSION"), b"16").unwrap();
+        let (mut dirs, mut files) = walk(&src, &|p| p.starts_with("pg_wal") && p != Path::new("pg_wal")).unwrap();
+        dirs.sort();
+        files.sort();
+        assert_eq!(dirs, [PathBuf::from("base"), PathBuf::from("base/1"), PathBuf::from("pg_wal")]);
+        assert_eq!(files, [(2, PathBuf::from("PG_VERSION")), (3, PathBuf::from("base/1/a"))]);
+    }
+}
