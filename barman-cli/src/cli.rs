@@ -254,6 +254,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write man pages, barman(1) and one per command, into a directory (barman-rs addition).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if missing).
+        directory: std::path::PathBuf,
+    },
 }
 
 /// `check`.

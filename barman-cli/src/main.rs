@@ -33,6 +33,18 @@ fn main() -> ExitCode {
         commands::completions(*shell);
         return ExitCode::SUCCESS;
     }
+    if let Command::Man { directory } = &cli.command {
+        return match commands::man_pages(directory) {
+            Ok(n) => {
+                println!("{n} man pages written to {}", directory.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ERROR: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !commands::implemented(&cli.command) {
         eprintln!(
             "barman: the '{}' command is not implemented yet in barman-rs {}",

@@ -29,7 +29,7 @@ use crate::output::Output;
 
 /// Whether the command has an engine in this build.
 pub fn implemented(cmd: &Command) -> bool {
-    matches!(cmd, Command::Completions { .. })
+    matches!(cmd, Command::Completions { .. } | Command::Man { .. })
         || diagnostics::implemented(cmd)
         || backup::implemented(cmd)
         || wal::implemented(cmd)
@@ -49,6 +49,28 @@ pub fn completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut cmd, "barman", &mut text);
     // A closed pipe (`| head`) is not an error.
     let _ = std::io::stdout().lock().write_all(&text);
+}
+
+/// Writes `barman.1` and `barman-<command>.1` for every visible command into `dir`, from the
+/// same definitions the parser uses (so they cannot drift). Returns how many.
+pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut written = 0;
+    let mut write = |name: &str, page: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page).render(&mut text).with_context(|| format!("rendering {name}"))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
+        Ok(())
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("barman-{}", sub.get_name());
+        write(&name, sub.clone().display_name(name.clone()).bin_name(format!("barman {}", sub.get_name())))?;
+    }
+    write("barman", cmd)?;
+    Ok(written)
 }
 
 /// Runs an implemented command; `Ok(Some(code))` forces the exit status (Nagios).
@@ -203,5 +225,20 @@ fn find_backup<'c>(catalog: &'c BackupCatalog, server: &str, typed: &str, out: &
             out.error(&format!("Unknown backup '{typed}' for server '{server}'"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn man_pages_come_from_the_parser() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = super::man_pages(dir.path()).unwrap();
+        assert!(n > 30, "one page per command: {n}");
+        let main = std::fs::read_to_string(dir.path().join("barman.1")).unwrap();
+        assert!(main.starts_with(".ie") && main.contains(".TH barman 1"), "{main}");
+        let recover = std::fs::read_to_string(dir.path().join("barman-recover.1")).unwrap();
+        assert!(recover.contains("target\\-time") && recover.contains("barman recover"), "{recover}");
+        assert!(!dir.path().join("barman-man.1").exists(), "hidden commands have no page");
     }
 }
