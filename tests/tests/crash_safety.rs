@@ -1,7 +1,8 @@
 //! kill -9 of `receive-wal` and `archive-wal` while WAL is being written loses nothing and
 //! duplicates nothing: after restarts, the archive holds every segment from the first one
 //! received to the last one closed, each byte-identical to the server's, each once in xlog.db,
-//! and nothing went to `errors/`.
+//! and nothing went to `errors/`. And a receiver attached to a standby follows its promotion onto
+//! the new timeline, history file included.
 
 use std::collections::BTreeSet;
 
@@ -76,6 +77,46 @@ pg_test!(killed_receiver_and_archiver_lose_and_duplicate_nothing, |major| {
         let ours = std::fs::read(fetched.join(seg))?;
         let theirs = pg.read_data_file(&format!("pg_wal/{seg}"))?;
         ensure!(ours == theirs, "{seg} differs from the server's");
+    }
+    Ok(())
+});
+
+pg_test!(receiver_follows_a_promotion_onto_the_new_timeline, |major| {
+    let primary = Cluster::start(ClusterOptions::new(major).wal_segsize_mb(1))?;
+    primary.generate_load(100)?;
+    let standby = primary.create_standby()?;
+    standby.set_conf("wal_keep_size", "256MB")?;
+    // barman follows the standby, as for a backup-from-standby setup.
+    let site = BarmanSite::new(&standby, &["compression = gzip"])?;
+    ensure!(site.run(&["receive-wal", "--create-slot", "pg"])?.code == 0);
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    primary.generate_load(3000)?;
+    primary.switch_wal()?;
+    primary.generate_load(1000)?;
+
+    let tli = standby.promote()?;
+    ensure!(tli == 2);
+    primary.stop()?;
+    standby.generate_load(3000)?;
+    let last = standby.sql("SELECT pg_walfile_name(pg_switch_wal())")?;
+    ensure!(last.starts_with("00000002"), "{last}");
+    wait_for("the new timeline's segments to be archived", || {
+        site.run(&["archive-wal", "pg"])?;
+        standby.generate_load(10)?;
+        Ok(xlogdb_names(&site)?.contains(&last))
+    })?;
+    let names = xlogdb_names(&site)?;
+    ensure!(names.iter().any(|n| n == "00000002.history"), "the history file is archived: {names:?}");
+    ensure!(names.iter().any(|n| n.starts_with("00000001") && n.len() == 24), "{names:?}");
+    let errors = std::fs::read_dir(site.server_dir().join("errors")).map(|d| d.count()).unwrap_or(0);
+    ensure!(errors == 0, "nothing went to errors/");
+    // Timeline 2's segments equal the promoted server's.
+    let fetched = site.home.path().join("fetched");
+    std::fs::create_dir(&fetched)?;
+    for seg in names.iter().filter(|n| n.starts_with("00000002") && n.len() == 24) {
+        let r = site.run(&["get-wal", "-o", fetched.to_str().context("utf-8")?, "pg", seg])?;
+        ensure!(r.code == 0, "{r}");
+        ensure!(std::fs::read(fetched.join(seg))? == standby.read_data_file(&format!("pg_wal/{seg}"))?, "{seg} differs");
     }
     Ok(())
 });
