@@ -2,7 +2,7 @@
 //! an LSN, a timestamp — each checked against the rows committed just before and just after
 //! it; and the RPO=0 promise: with barman-rs's receiver as the synchronous standby, every
 //! committed row survives the loss of the primary, including the ones only in the receiver's
-//! `.partial` segment.
+//! `.partial` segment; and timeline targets after a failover.
 
 use anyhow::{ensure, Context as _};
 use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions};
@@ -14,7 +14,8 @@ fn restore_ids(site: &BarmanSite, major: u32, target: &[&str]) -> anyhow::Result
     let dest = restored.data_dir();
     let mut args = vec!["recover", "pg", "latest", dest.to_str().context("utf-8")?];
     args.extend_from_slice(target);
-    if !target.is_empty() {
+    // A target action needs a point-in-time target (a timeline alone is not one).
+    if target.iter().any(|a| a.starts_with("--target-") && *a != "--target-tli") {
         args.extend_from_slice(&["--target-action", "promote"]);
     }
     let r = site.run(&args)?;
@@ -88,5 +89,56 @@ pg_test!(synchronous_receiver_loses_no_committed_row, |major| {
 
     let ids = restore_ids(&site, major, &[])?;
     ensure!(ids.len() == 50 && ids.last().map(String::as_str) == Some("50"), "every committed row is back: {ids:?}");
+    Ok(())
+});
+
+pg_test!(timeline_targets_after_a_failover, |major| {
+    let primary = Cluster::start(ClusterOptions::new(major))?;
+    let (site, mut receiver) = start_site(&primary)?;
+    primary.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")?;
+    let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+
+    // A standby of the primary takes over: barman is pointed at it, its receiver continues
+    // from where the primary's stopped, follows the promotion, and archives timeline 2.
+    let standby = primary.create_standby()?;
+    primary.sql("INSERT INTO t SELECT generate_series(101, 200)")?;
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()")?;
+    wait_for("the standby to replay rows 101-200", || {
+        Ok(standby.sql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'"))? == "t")
+    })?;
+    receiver.terminate()?;
+    let conf = std::fs::read_to_string(&site.config)?;
+    std::fs::write(&site.config, conf.replace(&format!("port={}", primary.port()), &format!("port={}", standby.port())))?;
+    let r = site.run(&["receive-wal", "--create-slot", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    ensure!(standby.promote()? == 2);
+    primary.stop()?;
+    standby.sql("INSERT INTO t SELECT generate_series(201, 300)")?;
+    let last = standby.sql("SELECT pg_walfile_name(pg_switch_wal())")?;
+    let archived = wait_for("timeline 2 to be archived", || {
+        site.run(&["archive-wal", "pg"])?;
+        standby.sql("SELECT txid_current()")?;
+        let xlogdb = std::fs::read_to_string(site.server_dir().join("wals/pg-xlog.db")).unwrap_or_default();
+        Ok(xlogdb.contains(&last))
+    });
+    if let Err(e) = archived {
+        let streaming: Vec<String> = std::fs::read_dir(site.server_dir().join("streaming"))?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<anyhow::Result<_>>()?;
+        let xlogdb = std::fs::read_to_string(site.server_dir().join("wals/pg-xlog.db")).unwrap_or_default();
+        let log = std::fs::read_to_string(site.home.path().join("barman.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.contains("archiving WAL")).rev().take(25).collect();
+        anyhow::bail!(
+            "{e}: last={last} streaming={streaming:?} xlogdb={xlogdb} repl={} log={tail:#?}",
+            standby.sql("SELECT application_name, state, sent_lsn, flush_lsn FROM pg_stat_replication")?
+        );
+    }
+
+    let latest = restore_ids(&site, major, &["--target-tli", "latest"])?;
+    ensure!(latest.len() == 300, "timeline 2's rows: {}", latest.len());
+    let current = restore_ids(&site, major, &["--target-tli", "current"])?;
+    ensure!(current.len() == 200, "the backup's timeline ends before the promotion: {}", current.len());
     Ok(())
 });

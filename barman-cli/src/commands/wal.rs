@@ -289,9 +289,12 @@ async fn receive_wal(cfg: &ServerConfig, catalog: &ServerCatalog, reset: bool, o
         system_id,
         // pg_receivewal's default --status-interval.
         status_interval: Duration::from_secs(10),
-        // Barman runs pg_receivewal with --no-loop: an error ends receive-wal, and the next
-        // `cron` starts it again.
-        reconnect: false,
+        // Barman runs pg_receivewal with --no-loop: an error ends receive-wal until the next
+        // `cron` (a minute later) starts it again, and a synchronous primary waits all that
+        // time. barman-rs reconnects at once, with backoff, from where it stopped (a server
+        // restart, a promotion that closes the connection, a network cut); errors that
+        // retrying cannot cure (authentication, a foreign system) still end it.
+        reconnect: true,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

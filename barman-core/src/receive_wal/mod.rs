@@ -181,9 +181,15 @@ pub async fn run(
         if *stop.borrow() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         match stream_once(settings, &mut stop, notify).await {
             Ok(()) => return Ok(()),
             Err(e) if settings.reconnect && e.is_transient() => {
+                // A connection that streamed for a while was healthy: start the backoff over.
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(server = %settings.server, error = %error_chain(&e), retry_in = ?backoff, "WAL streaming interrupted; reconnecting");
                 notify(ReceiverNotice::Retrying { error: error_chain(&e), after: backoff });
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -191,7 +197,10 @@ pub async fn run(
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                tracing::error!(server = %settings.server, error = %error_chain(&e), "WAL streaming stopped");
+                return Err(e);
+            }
         }
     }
 }
@@ -307,6 +316,13 @@ async fn stream_once(
             seg.sync()?;
         }
         match end {
+            // A WAL sender on a standby promoted under it can end the old timeline naming
+            // timeline 0 as the next (PostgreSQL 13/14 read the new history too early). A
+            // new session's WAL sender knows better: reconnect, and resume from the files.
+            StreamEnd::TimelineEnded { next_tli, .. } if next_tli.0 <= point.timeline.0 => {
+                tracing::warn!(server = %settings.server, timeline = point.timeline.0, next = next_tli.0, "the server ended the timeline without a valid next one; reconnecting");
+                return Err(barman_replication::Error::Closed { target: conn.target().clone() }.into());
+            }
             StreamEnd::TimelineEnded { next_tli, next_start } => {
                 notify(ReceiverNotice::TimelineSwitch { next: next_tli, start: next_start });
                 point = StartPoint { lsn: next_start.segment_start(size.bytes()), timeline: next_tli };

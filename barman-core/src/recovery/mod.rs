@@ -623,7 +623,7 @@ fn collect_wal(
     let wals = required_wal(catalog, info, &req.target)?;
     let last_archived = wals.iter().filter_map(|e| e.name.segment()).max_by_key(|s| (s.timeline(), s.log(), s.seg()));
     for entry in &wals {
-        restore_wal_file(catalog, &req.compression, entry, &into.join(entry.name.to_string()))?;
+        restore_wal_file(catalog, &req.compression, entry, &into.join(restored_name(&entry.name)))?;
         wal_files += 1;
     }
     if req.partial_wal && !req.target.immediate {
@@ -776,8 +776,15 @@ fn required_wal(catalog: &ServerCatalog, info: &BackupInfo, target: &RecoveryTar
         .and_then(|bytes| TimelineHistory::parse(barman_replication::TimelineId(target_tli), &bytes).ok());
     let target_time = target.time.as_deref().and_then(parse_target_epoch);
     let mut out = Vec::new();
+    let mut partials = Vec::new();
+    let mut reached_target = false;
     for e in entries {
         match e.name {
+            // The last, incomplete segment of a timeline that ended (a promotion): archived as
+            // `<segment>.partial` because its rest belongs to the next timeline.
+            WalFileName::Partial(s) if s.timeline().0 == target_tli && (s.log(), s.seg()) >= (begin.log(), begin.seg()) => {
+                partials.push(e)
+            }
             WalFileName::History(_) => out.push(e),
             WalFileName::Segment(s) => {
                 if (s.log(), s.seg()) < (begin.log(), begin.seg()) || s.timeline().0 > target_tli {
@@ -791,13 +798,42 @@ fn required_wal(catalog: &ServerCatalog, info: &BackupInfo, target: &RecoveryTar
                 let past_target = target_time.is_some_and(|t| e.time > t) && (s.log(), s.seg()) > (end.log(), end.seg());
                 out.push(e);
                 if past_target {
+                    reached_target = true;
                     break;
                 }
             }
             _ => {}
         }
     }
+    // Recovering along a timeline that later ended (`--target-tli current` or a number after a
+    // failover): its WAL goes on in that partial segment, which PostgreSQL asks for under the
+    // segment's own name. Barman leaves it out, and the rows written just before the
+    // promotion with it; barman-rs supplies it when it directly follows the archived segments.
+    if !reached_target {
+        let last = out
+            .iter()
+            .filter_map(|e| match e.name {
+                WalFileName::Segment(s) if s.timeline().0 == target_tli => Some((s.log(), s.seg())),
+                _ => None,
+            })
+            .max();
+        let newest_partial = partials.into_iter().max_by_key(|e| e.name.segment().map(|s| (s.log(), s.seg())));
+        if let Some(p) = newest_partial {
+            let seg = p.name.segment().map(|s| (s.log(), s.seg()));
+            if last.is_none_or(|l| seg > Some(l)) {
+                out.push(p);
+            }
+        }
+    }
     Ok(out)
+}
+
+/// The name a WAL file is restored under: an archived `.partial` as its segment.
+fn restored_name(name: &WalFileName) -> String {
+    match name {
+        WalFileName::Partial(s) => s.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Seconds since the epoch of a `--target-time` such as `2026-11-25 12:36:30+00:00`, when it
