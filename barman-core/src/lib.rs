@@ -20,3 +20,20 @@ pub mod recovery;
 pub mod retention;
 pub mod storage;
 pub mod wal;
+
+/// An error and its causes on one line, `what: why: deeper cause`, each cause once (a
+/// wrapper that already quotes its source's text does not repeat it). For messages that must
+/// fit Barman's one-line forms (`error=` in backup.info, `ERROR:` lines).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}

@@ -498,8 +498,8 @@ fn write_member(
     // The buffer must reach the file before the time is set, or the last write would move it.
     file.flush()
         .map_err(|e| StorageError::io(StorageOp::Write, file.temp_path(), e))?;
-    if let Some(secs) = mtime {
-        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    // A time `SystemTime` cannot hold (a GNU base-256 field can say up to 2^64 s) is not set.
+    if let Some(when) = mtime.and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))) {
         let temp = file.temp_path();
         File::options()
             .write(true)
@@ -746,6 +746,24 @@ mod tests {
             assert_eq!(names(cat.incoming_directory()), Vec::<String>::new(), "{want}");
         }
         assert!(!dir.path().join("evil").exists());
+    }
+
+    /// A GNU base-256 mtime beyond what `SystemTime` holds made `UNIX_EPOCH + secs` panic
+    /// (found writing fuzz/fuzz_targets/put_wal.rs); such a member is stored without its mtime.
+    #[test]
+    fn mtime_beyond_system_time_is_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path());
+        let alg = ChecksumAlgorithm::Sha256;
+        let data = b"segment bytes".as_slice();
+        let mut s = stream(&[(SEG, data)], Some((alg, sum_line(alg, SEG, data))));
+        let mut h = tar::Header::from_byte_slice(&s[..512]).clone();
+        h.set_mtime(u64::MAX);
+        h.set_cksum();
+        s[..512].copy_from_slice(h.as_bytes());
+        let out = receive(&cat, &origin(), &s[..], now(), &mut |w| panic!("{w}")).unwrap();
+        assert!(matches!(&out[..], [Outcome::Stored { name, .. }] if name == SEG), "{out:?}");
+        assert_eq!(std::fs::read(cat.incoming_directory().join(SEG)).unwrap(), data);
     }
 
     #[test]

@@ -37,27 +37,13 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     Ok(None)
 }
 
-/// The error and its causes on one line, as `{:#}` prints an anyhow chain.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
-}
 
 /// The server's archiver settings with its archive hooks; `None` after the error was shown.
 fn archiver_settings(config: &Config, cfg: &ServerConfig, out: &mut Output) -> Option<ArchiverSettings> {
     match ArchiverSettings::from_config(cfg) {
         Ok(s) => Some(s.with_hooks(cfg, &config.main_file)),
         Err(e) => {
-            out.error(&format!("server {}: {}", cfg.name, chain(&e)));
+            out.error(&format!("server {}: {}", cfg.name, barman_core::error_chain(&e)));
             None
         }
     }
@@ -75,7 +61,7 @@ fn archive_wal_command(config: &Config, name: &str, out: &mut Output) {
         Ok(_) => {}
         // Barman reports a busy archiver as information, exit 0.
         Err(e @ ArchiveError::AlreadyRunning { .. }) => out.info(&e.to_string()),
-        Err(e) => out.error(&format!("server {name}: archive-wal failed: {}", chain(&e))),
+        Err(e) => out.error(&format!("server {name}: archive-wal failed: {}", barman_core::error_chain(&e))),
     }
 }
 
@@ -103,7 +89,7 @@ fn receive_wal_command(config: &Config, args: &ReceiveWalArgs, out: &mut Output)
 fn stop_process(catalog: &ServerCatalog, task: &str, fail_if_not_present: bool, out: &mut Output) {
     match barman_core::catalog::process::terminate(catalog.lock_directory(), catalog.server_name(), task, Duration::from_secs(10)) {
         Ok(outcome) => super::processes::report_termination(&outcome, task, catalog.server_name(), fail_if_not_present, out),
-        Err(e) => out.error(&chain(&e)),
+        Err(e) => out.error(&barman_core::error_chain(&e)),
     }
 }
 
@@ -114,7 +100,7 @@ async fn streaming_connection(cfg: &ServerConfig, what: &str, out: &mut Output) 
         return None;
     };
     let connected = match facts::conn_config(conninfo, &env_lookup) {
-        Ok(c) => Connection::connect(&c, SessionKind::Physical).await.map_err(|e| chain(&e)),
+        Ok(c) => Connection::connect(&c, SessionKind::Physical).await.map_err(|e| barman_core::error_chain(&e)),
         Err(e) => Err(e),
     };
     match connected {
@@ -167,7 +153,7 @@ async fn create_slot(cfg: &ServerConfig, if_not_exists: bool, out: &mut Output) 
 fn server_message(e: &barman_replication::Error) -> String {
     match e {
         barman_replication::Error::Server { error, .. } => error.message.clone(),
-        other => chain(other),
+        other => barman_core::error_chain(other),
     }
 }
 
@@ -238,7 +224,7 @@ async fn receive_wal(cfg: &ServerConfig, catalog: &ServerCatalog, reset: bool, o
     let failure = |out: &mut Output, msg: String| out.error(&format!("ArchiverFailure:{msg}"));
 
     let connected = match facts::conn_config(&conninfo, &env_lookup) {
-        Ok(c) => Connection::connect(&c, SessionKind::Physical).await.map_err(|e| chain(&e)),
+        Ok(c) => Connection::connect(&c, SessionKind::Physical).await.map_err(|e| barman_core::error_chain(&e)),
         Err(e) => Err(e),
     };
     let mut conn = match connected {
@@ -321,7 +307,7 @@ async fn receive_wal(cfg: &ServerConfig, catalog: &ServerCatalog, reset: bool, o
         out.info("SIGINT received. Terminate gracefully.");
     }
     if let Err(e) = result {
-        failure(out, chain(&e));
+        failure(out, barman_core::error_chain(&e));
     }
     Ok(())
 }
@@ -434,7 +420,7 @@ fn switch_wal_command(config: &Config, args: &SwitchWalArgs, out: &mut Output) -
             }
             Err(e) => {
                 if let Some(e) = e {
-                    out.debug(&format!("Error issuing pg_switch_wal() command: {}", chain(&e)));
+                    out.debug(&format!("Error issuing pg_switch_wal() command: {}", barman_core::error_chain(&e)));
                 }
                 out.error(&format!("Unable to perform pg_switch_wal for server '{}'.", cfg.name));
                 continue;
@@ -484,7 +470,7 @@ fn wait_for_wal(
             Some(w) => out.error(&format!("The WAL file {w} has not been received in {timeout_secs} seconds")),
             None => out.info(&format!("A WAL file has not been received in {timeout_secs} seconds")),
         },
-        Err(e) => out.error(&format!("server {}: archive-wal failed: {}", cfg.name, chain(&e))),
+        Err(e) => out.error(&format!("server {}: archive-wal failed: {}", cfg.name, barman_core::error_chain(&e))),
     }
     Ok(())
 }
@@ -521,7 +507,7 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
                 continue;
             }
             Err(e) => {
-                out.error(&chain(&e));
+                out.error(&barman_core::error_chain(&e));
                 continue;
             }
         };
@@ -539,7 +525,7 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
             Ok(ids) => ids.iter().for_each(|id| {
                 out.warning(&format!("Backup {id} of server {} marked FAILED: its backup process ended without finishing it", cfg.name))
             }),
-            Err(e) => out.error(&format!("server {}: {}", cfg.name, chain(&e))),
+            Err(e) => out.error(&format!("server {}: {}", cfg.name, barman_core::error_chain(&e))),
         }
         cron_check_backups(cfg, &catalog, out);
         // Barman's cron_retention_policy: deletes what the policy calls OBSOLETE when
@@ -549,14 +535,14 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
         if let Err(e) = barman_core::retention::apply_retention(&catalog, &settings, now, &mut |n| {
             super::retention::print_notice(out, n)
         }) {
-            out.error(&format!("server {}: retention policy: {}", cfg.name, chain(&e)));
+            out.error(&format!("server {}: retention policy: {}", cfg.name, barman_core::error_chain(&e)));
         }
     }
     // Barman's cron ends by removing the lock files nobody holds (lock_directory_cleanup).
     if config.global.lock_directory_cleanup {
         match barman_core::catalog::process::cleanup_lock_directory(&config.global.barman_lock_directory) {
             Ok(removed) => removed.iter().for_each(|p| out.debug(&format!("{} deleted", p.display()))),
-            Err(e) => out.warning(&format!("cleaning up the lock directory: {}", chain(&e))),
+            Err(e) => out.warning(&format!("cleaning up the lock directory: {}", barman_core::error_chain(&e))),
         }
     }
     Ok(())
@@ -573,7 +559,7 @@ fn cron_archive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerCatalog
             return;
         }
         Err(e) => {
-            out.error(&chain(&e));
+            out.error(&barman_core::error_chain(&e));
             return;
         }
     }
@@ -582,7 +568,7 @@ fn cron_archive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerCatalog
     settings.verbose = false;
     match archive_wal::archive_wal(catalog, &settings, &mut |e| tracing::info!(server = %cfg.name, "{}", e.console_line())) {
         Ok(_) | Err(ArchiveError::AlreadyRunning { .. }) => {}
-        Err(e) => out.error(&format!("server {}: archive-wal failed: {}", cfg.name, chain(&e))),
+        Err(e) => out.error(&format!("server {}: archive-wal failed: {}", cfg.name, barman_core::error_chain(&e))),
     }
 }
 
@@ -594,7 +580,7 @@ fn background_receive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerC
             return;
         }
         Err(e) => {
-            out.error(&chain(&e));
+            out.error(&barman_core::error_chain(&e));
             return;
         }
     }
@@ -628,7 +614,7 @@ fn cron_check_backups(cfg: &ServerConfig, catalog: &ServerCatalog, out: &mut Out
             .filter(|id| BackupInfo::read(catalog, *id).is_ok_and(|i| i.status == BackupStatus::WaitingForWals))
             .collect(),
         Err(e) => {
-            out.error(&chain(&e));
+            out.error(&barman_core::error_chain(&e));
             return;
         }
     };
@@ -646,6 +632,6 @@ fn cron_check_backups(cfg: &ServerConfig, catalog: &ServerCatalog, out: &mut Out
                 tracing::info!(server = %cfg.name, backup = %id, %status, "backup checked");
             }
         }
-        Err(e) => out.error(&format!("server {}: check-backup failed: {}", cfg.name, chain(&e))),
+        Err(e) => out.error(&format!("server {}: check-backup failed: {}", cfg.name, barman_core::error_chain(&e))),
     }
 }

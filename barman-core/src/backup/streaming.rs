@@ -259,7 +259,7 @@ pub async fn take_streaming_backup_with_hooks(
     match run(req, compression, &mut info, &mut phase, started, notify).await {
         Ok(()) => Ok(info),
         Err(e) => {
-            let reason = format!("failure {phase} ({})", first_line(&error_chain(&e)));
+            let reason = format!("failure {phase} ({})", first_line(&crate::error_chain(&e)));
             info.status = BackupStatus::Failed;
             info.error = Some(reason.clone());
             info.write(&req.catalog)?;
@@ -663,16 +663,6 @@ async fn read_facts(sql: &mut Connection) -> Result<ServerFacts, BackupError> {
     })
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)

@@ -195,25 +195,11 @@ pub fn conn_config(conninfo: &str, env: EnvLookup<'_>) -> Result<ConnConfig, Str
     Ok(c)
 }
 
-/// The error and its causes on one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
-}
 
 /// Opens a normal SQL session on `conninfo`.
 pub async fn connect_sql(conninfo: &str, env: EnvLookup<'_>) -> Result<Connection, String> {
     let cfg = conn_config(conninfo, env)?;
-    Connection::connect(&cfg, SessionKind::Normal).await.map_err(|e| error_chain(&e))
+    Connection::connect(&cfg, SessionKind::Normal).await.map_err(|e| crate::error_chain(&e))
 }
 
 /// Runs a query and returns the first row's columns as text (`None` on any error, as
@@ -456,7 +442,7 @@ async fn streaming_facts(conninfo: &str, env: EnvLookup<'_>) -> StreamingFacts {
     let mut conn = match Connection::connect(&cfg, SessionKind::Physical).await {
         Ok(c) => c,
         Err(e) => {
-            f.connection_error = Some(error_chain(&e));
+            f.connection_error = Some(crate::error_chain(&e));
             return f;
         }
     };
@@ -476,7 +462,7 @@ async fn streaming_facts(conninfo: &str, env: EnvLookup<'_>) -> StreamingFacts {
         }
         Err(e) => {
             f.streaming = Some(false);
-            f.connection_error = Some(error_chain(&e));
+            f.connection_error = Some(crate::error_chain(&e));
         }
     }
     let _ = conn.close().await;

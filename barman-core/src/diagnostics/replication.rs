@@ -81,7 +81,7 @@ pub async fn replication_status(
     target: ReplicationTarget,
 ) -> Result<ReplicationStatus, ReplicationStatusError> {
     let mut conn = connect_sql(conninfo, env).await.map_err(ReplicationStatusError::Connect)?;
-    let q = |e: barman_replication::Error| ReplicationStatusError::Connect(super::facts::error_chain(&e));
+    let q = |e: barman_replication::Error| ReplicationStatusError::Connect(crate::error_chain(&e));
     let user = conn.target().user.clone();
     let privileged = conn
         .simple_query(

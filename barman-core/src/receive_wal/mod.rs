@@ -189,8 +189,8 @@ pub async fn run(
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_secs(1);
                 }
-                tracing::warn!(server = %settings.server, error = %error_chain(&e), retry_in = ?backoff, "WAL streaming interrupted; reconnecting");
-                notify(ReceiverNotice::Retrying { error: error_chain(&e), after: backoff });
+                tracing::warn!(server = %settings.server, error = %crate::error_chain(&e), retry_in = ?backoff, "WAL streaming interrupted; reconnecting");
+                notify(ReceiverNotice::Retrying { error: crate::error_chain(&e), after: backoff });
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return Ok(()),
@@ -198,23 +198,13 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                tracing::error!(server = %settings.server, error = %error_chain(&e), "WAL streaming stopped");
+                tracing::error!(server = %settings.server, error = %crate::error_chain(&e), "WAL streaming stopped");
                 return Err(e);
             }
         }
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 
 /// One connection's worth of streaming: returns `Ok` only when stopped.
 async fn stream_once(

@@ -228,7 +228,7 @@ fn perform_delete(
         let error = match &deleted {
             Ok(true) => None,
             Ok(false) => Some("the deletion did not complete".to_owned()),
-            Err(e) => Some(super::chain(e)),
+            Err(e) => Some(crate::error_chain(e)),
         };
         let mut info = backup.clone();
         if error.is_some() {
@@ -268,7 +268,7 @@ fn delete_unlocked(
     let next = backups.next(id).cloned();
 
     if let Err(e) = delete_backup_data(catalog, backup) {
-        notify(Notice::error(format!("Failure deleting backup {id} for server {name}.\n{}", super::chain(&e))));
+        notify(Notice::error(format!("Failure deleting backup {id} for server {name}.\n{}", crate::error_chain(&e))));
         return Ok(false);
     }
 
@@ -304,7 +304,7 @@ fn delete_unlocked(
     if let Err(e) = remove_tree(&base) {
         notify(Notice::error(format!(
             "Failure deleting backup {id} for server {name}.\n{}\nPlease manually remove the '{}' directory",
-            super::chain(&e),
+            crate::error_chain(&e),
             base.display()
         )));
         return Ok(false);
@@ -314,7 +314,7 @@ fn delete_unlocked(
         notify(Notice::error(format!(
             "Failure deleting file {} for server {name}.\n{}\nPlease manually remove the file",
             info_path.display(),
-            super::chain(&e)
+            crate::error_chain(&e)
         )));
         return Ok(false);
     }

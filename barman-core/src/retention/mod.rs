@@ -45,14 +45,3 @@ pub enum RetentionError {
     Query(#[from] QueryError),
 }
 
-/// An error with its sources, `a: b: c`, for messages Barman prints in one piece.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

@@ -160,11 +160,11 @@ pub fn remove_wal_before_backup(
                     "Ignoring deletion of WAL file {} for server {}: {}",
                     e.name,
                     catalog.server_name(),
-                    super::chain(err)
+                    crate::error_chain(err)
                 ));
             }
             if let Some(hooks) = hooks {
-                let error = removed.as_ref().err().map(|e| super::chain(e));
+                let error = removed.as_ref().err().map(|e| crate::error_chain(e));
                 hooks.run_post(&|h, _| h.env_from_wal(e, &file, error.as_deref()));
             }
             names.push(e.name.to_string());
