@@ -32,6 +32,18 @@ pg_test!(backup_then_point_in_time_recovery_from_the_command_line, |major| {
     let r = site.run(&["verify-backup", "pg", "latest"])?;
     ensure!(r.code == 1 && r.stderr.contains("checksum mismatch for file \"PG_VERSION\""), "{r}");
     std::fs::write(&pg_version, original)?;
+    // generate-manifest refuses to replace the server's manifest; without one it writes a
+    // manifest that verifies.
+    let r = site.run(&["generate-manifest", "pg", "latest"])?;
+    ensure!(r.code == 1 && r.stderr.contains("already exists"), "{r}");
+    let manifest = backup_dir.join("data/backup_manifest");
+    let server_manifest = std::fs::read(&manifest)?;
+    std::fs::remove_file(&manifest)?;
+    let r = site.run(&["generate-manifest", "pg", "latest"])?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup manifest for backup 'latest' successfully generated for server pg"), "{r}");
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0, "{r}");
+    std::fs::write(&manifest, server_manifest)?;
 
     // get-wal serves what the archive holds, decompressed, for a restore_command.
     let xlogdb = std::fs::read_to_string(site.server_dir().join("wals/pg-xlog.db"))?;

@@ -21,13 +21,17 @@ use crate::output::{Output, Progress};
 
 /// Whether `cmd` belongs here and is built.
 pub fn implemented(cmd: &Command) -> bool {
-    matches!(cmd, Command::Backup(_) | Command::VerifyBackup(_))
+    matches!(cmd, Command::Backup(_) | Command::VerifyBackup(_) | Command::GenerateManifest(_))
 }
 
 /// Runs one of this group's commands.
 pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Option<u8>> {
     if let Command::VerifyBackup(args) = &cli.command {
         verify_backup(config, &args.server_name, &args.backup_id, out)?;
+        return Ok(None);
+    }
+    if let Command::GenerateManifest(args) = &cli.command {
+        generate_manifest(config, &args.server_name, &args.backup_id, out)?;
         return Ok(None);
     }
     let Command::Backup(args) = &cli.command else { unreachable!("filtered by implemented()") };
@@ -56,7 +60,7 @@ fn verify_backup(config: &Config, server: &str, typed: &str, out: &mut Output) -
         return Ok(());
     }
     out.info(&format!("Verifying backup {} of server {} against its backup_manifest", info.backup_id, cfg.name));
-    match barman_core::backup::verify::verify_backup(&catalog, info) {
+    match barman_core::backup::manifest::verify_backup(&catalog, info) {
         Ok(report) if report.ok() => {
             out.info(&format!("{} files, {} checked", report.files, pretty_size(report.bytes as f64)));
             out.info(&report.to_string());
@@ -68,6 +72,19 @@ fn verify_backup(config: &Config, server: &str, typed: &str, out: &mut Output) -
             out.error(&format!("backup {} of server {} failed verification: {report}", info.backup_id, cfg.name));
         }
         Err(e) => out.error(&format!("cannot verify backup {} of server {}: {e}", info.backup_id, cfg.name)),
+    }
+    Ok(())
+}
+
+/// `generate-manifest`: a `backup_manifest` for a plain backup that has none (Barman's).
+fn generate_manifest(config: &Config, server: &str, typed: &str, out: &mut Output) -> anyhow::Result<()> {
+    let Some(cfg) = one_server(config, server, out) else { return Ok(()) };
+    let catalog = server_catalog(config, cfg);
+    let (backups, _) = BackupCatalog::load(&catalog)?;
+    let Some(info) = find_backup(&backups, &cfg.name, typed, out) else { return Ok(()) };
+    match barman_core::backup::manifest::generate_manifest(&catalog, info) {
+        Ok(_) => out.info(&format!("Backup manifest for backup '{typed}' successfully generated for server {}", cfg.name)),
+        Err(e) => out.error(&format!("Cannot generate the manifest of backup {} of server {}: {e}", info.backup_id, cfg.name)),
     }
     Ok(())
 }

@@ -5,10 +5,11 @@
 //! * [`extract`] writes one out as a plain directory tree, durably and safely.
 //! * [`compressed`] writes them as compressed tars (`backup_compression`) and reads those back.
 //! * [`streaming`] takes a whole backup into the catalog (`backup_method = postgres`).
-//! * [`verify`] checks a backup against its `backup_manifest` (`verify-backup`).
+//! * [`manifest`] checks a backup against its `backup_manifest` (`verify-backup`) and writes
+//!   one for a backup that has none (`generate-manifest`).
 
 pub mod compressed;
 pub mod extract;
+pub mod manifest;
 pub mod streaming;
 pub mod tar_stream;
-pub mod verify;

@@ -1,6 +1,7 @@
-//! `barman verify-backup`, natively: every file the server's `backup_manifest` lists is in the
-//! backup with its size and checksum — read from the plain tree, or streamed out of the
-//! (compressed) tar archives — and nothing else is there; the manifest's own checksum holds.
+//! A backup's `backup_manifest`: `barman verify-backup`, natively — every file the server's
+//! manifest lists is in the backup with its size and checksum, read from the plain tree or
+//! streamed out of the (compressed) tar archives, and nothing else is there; the manifest's
+//! own checksum holds — and `barman generate-manifest` for a plain backup that has none.
 //!
 //! What pg_verifybackup checks about files, without needing pg_verifybackup or a plain copy:
 //! Barman runs the server's pg_verifybackup, which cannot read lz4/zstd tars before 18. WAL is
@@ -379,6 +380,85 @@ fn verify_archive(checker: &mut Checker<'_>, archive: &Path, algorithm: ArchiveC
     Ok(())
 }
 
+/// Writes `data/backup_manifest` for a plain backup that has none, as Barman's
+/// `BackupManifest.create_backup_manifest`: every regular file under `data/` (symbolic links,
+/// i.e. tablespaces, not followed), SHA-256, one JSON object per line with sorted keys, no
+/// WAL ranges, and the manifest checksum. Returns how many files it lists.
+pub fn generate_manifest(catalog: &ServerCatalog, info: &BackupInfo) -> Result<usize, VerifyError> {
+    let data = catalog.backup_data_dir(info.backup_id);
+    let path = data.join("backup_manifest");
+    if path.exists() {
+        return Err(VerifyError::BadManifest(format!("File {} already exists.", path.display())));
+    }
+    if info.compression.as_deref().and_then(ArchiveCompression::from_name).is_some() {
+        return Err(VerifyError::BadManifest(format!(
+            "backup {} is in tar format: only a plain backup can get a generated manifest",
+            info.backup_id
+        )));
+    }
+    let mut lines = Vec::new();
+    collect_entries(&data, "", &mut lines)?;
+    let mut text = String::from("{\"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n");
+    text.push_str(&lines.join(",\n"));
+    text.push_str("],\n");
+    let mut h = Hasher::new(Algorithm::Sha256);
+    h.update(text.as_bytes());
+    text.push_str(&format!("\"Manifest-Checksum\": \"{}\"}}\n", h.hex()));
+    crate::storage::atomic_write(&path, text.as_bytes(), crate::storage::FILE_MODE)?;
+    Ok(lines.len())
+}
+
+/// One manifest line per regular file under `dir`, as Python's `json.dumps(sort_keys=True)`.
+fn collect_entries(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), VerifyError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| StorageError::io(StorageOp::Read, dir, e))?.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let rel = format!("{prefix}{name}");
+        let kind = entry.file_type().map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+        if kind.is_dir() {
+            collect_entries(&path, &format!("{rel}/"), out)?;
+        } else if kind.is_file() {
+            let meta = entry.metadata().map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+            let mut h = Hasher::new(Algorithm::Sha256);
+            let mut file = std::fs::File::open(&path).map_err(|e| StorageError::io(StorageOp::Open, &path, e))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| StorageError::io(StorageOp::Read, &path, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| time::OffsetDateTime::from_unix_timestamp(d.as_secs() as i64).ok())
+                .map(|t| {
+                    format!(
+                        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                        t.year(),
+                        u8::from(t.month()),
+                        t.day(),
+                        t.hour(),
+                        t.minute(),
+                        t.second()
+                    )
+                })
+                .unwrap_or_default();
+            out.push(format!(
+                "{{\"Checksum\": \"{}\", \"Checksum-Algorithm\": \"SHA256\", \"Last-Modified\": \"{modified}\", \"Path\": {}, \"Size\": {}}}",
+                h.hex(),
+                serde_json::Value::from(rel.as_str()),
+                meta.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +524,24 @@ mod tests {
                 "\"PG_VERSION\" is present in the manifest but not on disk",
             ]
         );
+    }
+
+    #[test]
+    fn generated_manifest_verifies_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = ServerCatalog::new("pg", dir.path().join("pg"), dir.path());
+        let id: crate::catalog::BackupId = "20261125T123210".parse().unwrap();
+        let data = catalog.backup_data_dir(id);
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::write(data.join("PG_VERSION"), b"16\n").unwrap();
+        std::fs::write(data.join("base/1/1259"), [7u8; 8192]).unwrap();
+        let info = BackupInfo::new(id);
+        assert_eq!(generate_manifest(&catalog, &info).unwrap(), 2);
+        let text = std::fs::read_to_string(data.join("backup_manifest")).unwrap();
+        assert!(text.starts_with("{\"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{\"Checksum\": \""), "{text}");
+        assert!(text.contains("\"Path\": \"base/1/1259\", \"Size\": 8192}"), "{text}");
+        let report = verify_backup(&catalog, &info).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert!(matches!(generate_manifest(&catalog, &info), Err(VerifyError::BadManifest(m)) if m.contains("already exists")));
     }
 }
