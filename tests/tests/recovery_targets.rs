@@ -2,7 +2,8 @@
 //! an LSN, a timestamp — each checked against the rows committed just before and just after
 //! it; and the RPO=0 promise: with barman-rs's receiver as the synchronous standby, every
 //! committed row survives the loss of the primary, including the ones only in the receiver's
-//! `.partial` segment; and timeline targets after a failover.
+//! `.partial` segment; timeline targets after a failover; a standby-mode restore that then
+//! streams from its primary.
 
 use anyhow::{ensure, Context as _};
 use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions};
@@ -140,5 +141,35 @@ pg_test!(timeline_targets_after_a_failover, |major| {
     ensure!(latest.len() == 300, "timeline 2's rows: {}", latest.len());
     let current = restore_ids(&site, major, &["--target-tli", "current"])?;
     ensure!(current.len() == 200, "the backup's timeline ends before the promotion: {}", current.len());
+    Ok(())
+});
+
+pg_test!(standby_mode_restore_streams_from_the_primary, |major| {
+    let primary = Cluster::start(ClusterOptions::new(major))?;
+    let (site, _receiver) = start_site(&primary)?;
+    primary.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")?;
+    let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    primary.sql("INSERT INTO t SELECT generate_series(101, 200)")?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+
+    let standby = Cluster::reserve(ClusterOptions::new(major))?;
+    let dest = standby.data_dir();
+    let r = site.run(&["recover", "pg", "latest", dest.to_str().context("utf-8")?, "--standby-mode"])?;
+    ensure!(r.code == 0, "{r}");
+    ensure!(dest.join("standby.signal").exists() && !dest.join("recovery.signal").exists());
+    // The DBA points the standby at its primary, as after any standby-mode restore.
+    let conninfo = format!("{} password={}", primary.conninfo(barman_tests::STREAMING_USER), barman_tests::PASSWORD);
+    let auto = dest.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto)?;
+    text.push_str(&format!("primary_conninfo = '{conninfo}'\n"));
+    std::fs::write(&auto, text)?;
+    standby.start_existing()?;
+    ensure!(standby.in_recovery()?, "a standby stays in recovery");
+    wait_for("the restored WAL to be replayed", || Ok(standby.sql("SELECT count(*) FROM t")? == "200"))?;
+    primary.sql("INSERT INTO t SELECT generate_series(201, 300)")?;
+    wait_for("rows streamed from the primary", || Ok(standby.sql("SELECT count(*) FROM t")? == "300"))?;
+    ensure!(standby.sql("SELECT status FROM pg_stat_wal_receiver")? == "streaming");
     Ok(())
 });
