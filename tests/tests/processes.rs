@@ -79,3 +79,27 @@ pg_test!(a_killed_backup_ends_failed, |major| {
     ensure!(r.stdout.contains("FAILED"), "{r}");
     Ok(())
 });
+
+pg_test!(an_interrupted_backup_is_failed_at_once, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let site = BarmanSite::new(&pg, &[])?;
+    ensure!(site.run(&["receive-wal", "--create-slot", "pg"])?.code == 0);
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let mut backup = site.spawn(&["backup", "--bwlimit", "1024", "pg"])?;
+    let meta = site.server_dir().join("meta");
+    let info = || -> Option<std::path::PathBuf> {
+        std::fs::read_dir(&meta).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| p.to_string_lossy().ends_with("-backup.info"))
+    };
+    wait_for("the backup to start copying", || {
+        Ok(info().is_some_and(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\nstatus=STARTED\n"))))
+    })?;
+    let status = backup.terminate()?;
+    ensure!(status.code() == Some(1), "a stopped backup exits 1: {status:?}");
+    let text = std::fs::read_to_string(info().context("backup.info")?)?;
+    ensure!(text.contains("\nstatus=FAILED\n") && text.contains("KeyboardInterrupt"), "{text}");
+    let r = site.run(&["list-processes", "pg"])?;
+    ensure!(!r.stdout.contains("backup"), "the lock is free: {r}");
+    Ok(())
+});

@@ -180,7 +180,7 @@ fn backup_one(
     let mut held: Vec<String> = Vec::new();
     let hooks = HookSet::configured(server, &config.main_file, HookKind::Backup);
     let mut progress: Option<Progress> = None;
-    let result = rt.block_on(take_streaming_backup_with_hooks(&req, compression.as_ref(), hooks.as_ref(), &mut |notice| {
+    let mut on_notice = |notice: BackupNotice| {
         if let BackupNotice::Progress { done, total } = notice {
             progress.get_or_insert_with(|| Progress::new(out, &format!("backup of {name}"))).update(done, total);
             return;
@@ -196,7 +196,27 @@ fn backup_one(
         } else {
             held.push(line);
         }
-    }));
+    };
+    let backup = take_streaming_backup_with_hooks(&req, compression.as_ref(), hooks.as_ref(), &mut on_notice);
+    // Ctrl-C (SIGINT) or SIGTERM stops the copy; the backup is marked FAILED at once, as
+    // Barman does on KeyboardInterrupt, rather than left STARTED for the next command to find.
+    let interrupted = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        anyhow::Ok(tokio::select! {
+            r = backup => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+        })
+    })?;
+    if let Some(mut p) = progress.take() {
+        p.finish();
+    }
+    let Some(result) = interrupted else {
+        let lock = catalog.lock(barman_core::catalog::LockKind::ServerBackup)?;
+        barman_core::backup::streaming::fail_unfinished(&catalog, &lock, "failure copying files (KeyboardInterrupt)")?;
+        out.error("Backup failed copying files.\nDETAILS: KeyboardInterrupt");
+        return Ok(());
+    };
     if let Ok(info) = &result {
         let settings = barman_core::retention::RetentionSettings::from_config(server).with_hooks(server, &config.main_file);
         let purged = barman_core::retention::purge_before_first_backup(&catalog, &settings, info, &mut |n| {

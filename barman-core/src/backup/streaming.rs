@@ -275,13 +275,18 @@ pub const ABANDONED: &str = "failure during backup (the backup process ended wit
 /// for a caller holding the server's backup lock (`lock`), so no backup of this server is
 /// running. Returns the backups it marked.
 pub fn fail_abandoned(catalog: &ServerCatalog, lock: &crate::catalog::CatalogLock) -> Result<Vec<BackupId>, BackupError> {
+    fail_unfinished(catalog, lock, ABANDONED)
+}
+
+/// [`fail_abandoned`] with the `error=` to record (an interrupted backup says so).
+pub fn fail_unfinished(catalog: &ServerCatalog, lock: &crate::catalog::CatalogLock, reason: &str) -> Result<Vec<BackupId>, BackupError> {
     debug_assert_eq!(lock.kind(), &LockKind::ServerBackup);
     let mut failed = Vec::new();
     for id in catalog.backup_ids()? {
         let Ok(mut info) = BackupInfo::read(catalog, id) else { continue };
         if matches!(info.status, BackupStatus::Empty | BackupStatus::Started) {
             info.status = BackupStatus::Failed;
-            info.error = Some(ABANDONED.to_owned());
+            info.error = Some(reason.to_owned());
             info.write(catalog)?;
             failed.push(id);
         }
