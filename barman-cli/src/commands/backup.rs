@@ -109,6 +109,14 @@ fn backup_one(
     out: &mut Output,
 ) -> anyhow::Result<()> {
     let name = &server.name;
+    // Retrying a failed copy is not built: say so rather than let a site believe it retries.
+    let retries = if args.no_retry { 0 } else { args.retry_times.map_or(server.basebackup_retry_times, |n| n as i64) };
+    if retries > 0 {
+        out.warning(&format!(
+            "server {name}: retrying a failed copy (basebackup_retry_times / --retry-times) is not implemented yet \
+             in barman-rs; a failed backup is marked FAILED and not retried"
+        ));
+    }
     if server.backup_method != BackupMethod::Postgres {
         out.error(&format!(
             "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres",
