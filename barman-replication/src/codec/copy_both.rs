@@ -173,6 +173,20 @@ mod tests {
         assert!(WalSenderMessage::parse(Bytes::from_static(b"?")).is_err());
     }
 
+    /// fuzz/fuzz_targets/copy_both.rs (artifact crash-0b6b06af…): a keepalive's reply flag of
+    /// 0x11 did not re-encode byte for byte. Kept as it is: any non-zero byte asks for a reply,
+    /// as pg_receivewal reads it, and is written back as 1.
+    #[test]
+    fn keepalive_reply_flag_is_any_non_zero_byte() {
+        let wire = b"k\x00\x00\x00\x00\x03\x00\x00\x28\x00\x00\x00\x00\x00\x00\x00\x01\x11";
+        let msg = WalSenderMessage::parse(Bytes::from_static(wire)).unwrap();
+        assert!(matches!(msg, WalSenderMessage::Keepalive { reply_requested: true, .. }));
+        let mut out = BytesMut::new();
+        msg.encode(&mut out);
+        assert_eq!(out[..17], wire[..17]);
+        assert_eq!(out[17], 1);
+    }
+
     proptest! {
         #[test]
         fn round_trips(start in 0u64..u64::MAX / 2, end: u64, t: i64, data in proptest::collection::vec(any::<u8>(), 0..64), r: bool,
