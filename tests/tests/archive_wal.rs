@@ -157,3 +157,38 @@ fn count_complete(dir: &Path) -> anyhow::Result<usize> {
 fn has_partial(dir: &Path) -> anyhow::Result<bool> {
     Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).any(|n| n.ends_with(".partial")))
 }
+
+pg_test!(drop_slot_and_reset_then_streaming_resumes, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let site = BarmanSite::new(&pg, &[])?;
+    create_slot(&site)?;
+    let mut receiver = site.spawn(&["receive-wal", "pg"])?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    receiver.terminate()?;
+
+    let r = site.run(&["receive-wal", "--drop-slot", "pg"])?;
+    ensure!(r.code == 0 && r.stdout == "Dropping physical replication slot 'barman' on server 'pg'\nReplication slot 'barman' dropped\n", "{r}");
+    ensure!(pg.sql("SELECT count(*) FROM pg_replication_slots")? == "0");
+    let r = site.run(&["receive-wal", "--drop-slot", "pg"])?;
+    ensure!(r.code == 1 && r.stderr.contains("Replication slot 'barman' does not exist"), "{r}");
+
+    // Without its slot the server moved on: a new slot, and --reset points the receiver at
+    // the new slot's position (Barman's rule: the slot's restart_lsn, else the server's).
+    pg.generate_load(1000)?;
+    pg.switch_wal()?;
+    pg.generate_load(1000)?;
+    pg.switch_wal()?;
+    create_slot(&site)?;
+    let r = site.run(&["receive-wal", "--reset", "pg"])?;
+    ensure!(r.code == 0 && r.stdout.starts_with("Resetting receive-wal directory status\n"), "{r}");
+    let created = r.stdout.lines().find_map(|l| l.strip_prefix("Creating status file ")).context("a status file")?;
+    ensure!(created.ends_with(".partial") && std::fs::metadata(created)?.len() == 0, "an empty status file: {r}");
+    let r = site.run(&["receive-wal", "--reset", "pg"])?;
+    ensure!(r.code == 0 && r.stdout.contains("Nothing to do. Position of receive-wal is aligned."), "{r}");
+
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "streaming resumed: {r}");
+    Ok(())
+});
