@@ -50,6 +50,24 @@ pub struct Tablespace {
     pub location: String,
 }
 
+impl Tablespace {
+    /// The Python value Barman stores: a list of `(name, oid, location)` tuples.
+    pub fn py_list(tablespaces: &[Tablespace]) -> PyValue {
+        PyValue::List(
+            tablespaces
+                .iter()
+                .map(|ts| {
+                    PyValue::Tuple(vec![
+                        PyValue::Str(ts.name.clone()),
+                        PyValue::Int(ts.oid.into()),
+                        PyValue::Str(ts.location.clone()),
+                    ])
+                })
+                .collect(),
+        )
+    }
+}
+
 /// The contents of one backup.info file. Field names are Barman's keys.
 ///
 /// `backup_id` is not in the file: it comes from the file name (`<ID>-backup.info`) or, for
@@ -473,20 +491,9 @@ impl BackupInfo {
             "status" => Some(self.status.to_string()),
             "summarize_wal" => self.summarize_wal.clone(),
             "systemid" => s(&self.systemid),
-            "tablespaces" => self.tablespaces.as_ref().filter(|t| !t.is_empty()).map(|t| {
-                PyValue::List(
-                    t.iter()
-                        .map(|ts| {
-                            PyValue::Tuple(vec![
-                                PyValue::Str(ts.name.clone()),
-                                PyValue::Int(ts.oid.into()),
-                                PyValue::Str(ts.location.clone()),
-                            ])
-                        })
-                        .collect(),
-                )
-                .to_string()
-            }),
+            "tablespaces" => {
+                self.tablespaces.as_ref().filter(|t| !t.is_empty()).map(|t| Tablespace::py_list(t).to_string())
+            }
             "timeline" => s(&self.timeline),
             "version" => s(&self.version),
             "xlog_segment_size" => self.xlog_segment_size.map(|z| z.bytes().to_string()),

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::catalog::pyliteral::str_repr;
-use crate::catalog::{BackupInfo, BarmanTimestamp, PyValue};
+use crate::catalog::{BackupInfo, BarmanTimestamp, PyValue, Tablespace};
 
 /// `LocalBackupInfo(backup_label=..., ..., xlog_segment_size=16777216)`.
 pub fn backup_info_repr(info: &BackupInfo) -> String {
@@ -54,19 +54,7 @@ pub fn backup_info_repr(info: &BackupInfo) -> String {
         ("systemid", s(info.systemid.map(|i| i.to_string()))),
         (
             "tablespaces",
-            dumped(info.tablespaces.as_ref().map(|t| {
-                PyValue::List(
-                    t.iter()
-                        .map(|ts| {
-                            PyValue::Tuple(vec![
-                                PyValue::Str(ts.name.clone()),
-                                PyValue::Int(ts.oid.into()),
-                                PyValue::Str(ts.location.clone()),
-                            ])
-                        })
-                        .collect(),
-                )
-            })),
+            dumped(info.tablespaces.as_deref().map(Tablespace::py_list)),
         ),
         ("timeline", n(info.timeline.map(|t| u64::from(t.0)))),
         ("version", n(info.version.map(u64::from))),
