@@ -57,6 +57,7 @@ mod cluster;
 mod command;
 mod pg_bin;
 mod server_user;
+mod sshd;
 mod tls;
 
 pub use barman_bin::{barman_bin, run_barman, BackgroundBarman, BarmanRun, BarmanSite};
@@ -66,6 +67,7 @@ pub use cluster::{
 pub use command::{CommandOutput, RunCommand};
 pub use pg_bin::{majors, pg_bin_dir, ALL_MAJORS};
 pub use server_user::{is_root, server_user, ServerUser};
+pub use sshd::Sshd;
 
 /// Re-exported so that [`pg_test!`] expands to paths that exist in every test crate.
 #[doc(hidden)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 /// Name of the system user the harness creates when `postgres` does not exist.
-const FALLBACK_USER: &str = "barman-test";
+pub(crate) const FALLBACK_USER: &str = "barman-test";
 /// Serializes user creation between test processes (see `create_system_user`).
 const USERADD_LOCK: &str = "/tmp/barman-tests-useradd.lock";
 
@@ -52,7 +52,9 @@ pub fn is_root() -> bool {
 /// The user that runs the servers: `None` when not root (servers run as the current user).
 ///
 /// As root: `postgres` if it exists, otherwise `barman-test`, created if needed with
-/// `useradd --system --no-create-home --shell /usr/sbin/nologin`.
+/// `useradd --system --no-create-home --shell /bin/sh` (a shell, not `nologin`, because the
+/// ssh tests log in as this user and sshd runs every command through its shell; the password
+/// stays locked).
 pub fn server_user() -> anyhow::Result<Option<ServerUser>> {
     if !is_root() {
         return Ok(None);
@@ -83,7 +85,7 @@ fn create_system_user(name: &str) -> anyhow::Result<ServerUser> {
         return Ok(user);
     }
     let script = "getent passwd \"$1\" >/dev/null || \
-                  useradd --system --no-create-home --shell /usr/sbin/nologin \"$1\"";
+                  useradd --system --no-create-home --shell /bin/sh \"$1\"";
     let locked = Command::new("flock")
         .args(["-w", "120", USERADD_LOCK, "sh", "-c", script, "sh", name])
         .output();
@@ -112,7 +114,7 @@ fn create_system_user(name: &str) -> anyhow::Result<ServerUser> {
                         "--system",
                         "--no-create-home",
                         "--shell",
-                        "/usr/sbin/nologin",
+                        "/bin/sh",
                         name,
                     ])
                     .output()

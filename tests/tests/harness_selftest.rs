@@ -2,7 +2,8 @@
 //! TLS with the generated certificates, clone into a standby and promote to a new timeline.
 
 use barman_tests::{
-    pg_test, AuthMethod, Cluster, ClusterOptions, BARMAN_USER, PASSWORD, STREAMING_USER, SUPERUSER,
+    pg_test, AuthMethod, Cluster, ClusterOptions, RunCommand as _, Sshd, BARMAN_USER, PASSWORD,
+    STREAMING_USER, SUPERUSER,
 };
 
 use anyhow::{ensure, Context as _};
@@ -233,3 +234,32 @@ pg_test!(failed_start_shows_server_log, |major| {
     );
     Ok(())
 });
+
+/// The harness's sshd logs in as the server user with its key, runs commands there, and
+/// carries rsync: the three things the ssh tests rely on.
+#[test]
+fn sshd_runs_commands_and_rsync_as_the_server_user() {
+    let run = || -> anyhow::Result<()> {
+        let sshd = Sshd::start()?;
+        let who = sshd.run("id -un")?;
+        ensure!(who.success && who.stdout.trim() == sshd.user(), "id -un through ssh: {who:?}");
+
+        let src = tempfile::tempdir()?;
+        std::fs::write(src.path().join("f"), b"over ssh")?;
+        let dst = sshd.run("mktemp -d")?;
+        ensure!(dst.success, "mktemp -d: {dst:?}");
+        let dst = dst.stdout.trim().to_owned();
+        let out = std::process::Command::new("rsync")
+            .args(["-a", "-e", &sshd.ssh_transport()])
+            .arg(src.path().join("f"))
+            .arg(format!("{}@127.0.0.1:{dst}/", sshd.user()))
+            .output_any()?;
+        ensure!(out.success, "rsync through sshd: {out:?}\n{}", sshd.log_tail());
+        let cat = sshd.run(&format!("cat {dst}/f && stat -c %U {dst}/f && rm -r {dst}"))?;
+        ensure!(cat.stdout == format!("over ssh{}\n", sshd.user()), "{cat:?}");
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e:#}");
+    }
+}
