@@ -7,6 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Mutex;
 
 use barman_core::config::Config;
@@ -44,7 +45,8 @@ pub fn init(config: &Config, cli_level: Option<LogLevel>) {
         None => config.global.log_level.clone(),
     };
     let level = level_filter(&level_name).unwrap_or(tracing::level_filters::LevelFilter::INFO);
-    let file = match OpenOptions::new().create(true).append(true).open(path) {
+    // 0600 like the catalog: the log names hosts, users and the servers' error texts.
+    let file = match OpenOptions::new().create(true).append(true).mode(0o600).open(path) {
         Ok(f) => f,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "WARNING: cannot open the log file {}: {e}; not logging", path.display());

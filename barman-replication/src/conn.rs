@@ -22,7 +22,7 @@ use crate::codec::{
     decode_backend, frontend, AuthRequest, BackendMessage, ColumnDescription, DataRow, DbError, FrontendMessage,
     DEFAULT_MAX_FRAME,
 };
-use crate::conninfo::{ConnConfig, Host, SslMode};
+use crate::conninfo::{ChannelBindingMode, ConnConfig, Host, SslMode};
 use crate::error::{hint_for, Error, Target};
 use crate::{pgpass, tls};
 
@@ -122,7 +122,9 @@ impl Connection {
                 match result {
                     Ok(conn) => return Ok(conn),
                     // A wrong password or a missing one will not improve on another transport.
-                    Err(e @ (Error::NoPassword { .. } | Error::Scram { .. })) => return Err(e),
+                    Err(e @ (Error::NoPassword { .. } | Error::Scram { .. } | Error::ChannelBindingRequired { .. })) => {
+                        return Err(e)
+                    }
                     Err(e) if e.sqlstate() == Some("28P01") => return Err(e),
                     Err(e) => last = Some(e),
                 }
@@ -235,11 +237,26 @@ impl Connection {
                 .ok_or_else(|| Error::NoPassword { target: target.clone() })
         };
 
+        let binding_mode = config.channel_binding.unwrap_or_default();
+        let require_binding = binding_mode == ChannelBindingMode::Require;
+        let refuse = |why| Error::ChannelBindingRequired { target: target.clone(), why };
         let mut scram: Option<ScramSha256> = None;
+        // Whether a SCRAM-SHA-256-PLUS exchange was verified (the server proved it knows the
+        // password *and* saw our TLS channel).
+        let mut bound = false;
+        let mut plus_started = false;
         loop {
             match self.next_message().await? {
                 BackendMessage::Authentication(req) => match req {
-                    AuthRequest::Ok => break,
+                    AuthRequest::Ok => {
+                        if require_binding && !bound {
+                            return Err(refuse("the server authenticated the connection without channel binding"));
+                        }
+                        break;
+                    }
+                    AuthRequest::CleartextPassword | AuthRequest::Md5Password { .. } if require_binding => {
+                        return Err(refuse("the server asks for a password without SCRAM channel binding"));
+                    }
                     AuthRequest::CleartextPassword => {
                         let pw = password()?;
                         self.send(&FrontendMessage::Password(pw.into_bytes()))?;
@@ -250,9 +267,18 @@ impl Connection {
                         self.send(&FrontendMessage::Password(hashed.into_bytes()))?;
                     }
                     AuthRequest::Sasl { mechanisms } => {
-                        let pw = password()?;
                         let plus = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
-                        let (mechanism, binding) = match (&cb_hash, plus) {
+                        if require_binding {
+                            if cb_hash.is_none() {
+                                return Err(refuse("the connection is not TLS (channel binding needs sslmode=require or stricter)"));
+                            }
+                            if !plus {
+                                return Err(refuse("the server does not offer SCRAM-SHA-256-PLUS"));
+                            }
+                        }
+                        let pw = password()?;
+                        let cb = if binding_mode == ChannelBindingMode::Disable { None } else { cb_hash.as_ref() };
+                        let (mechanism, binding) = match (cb, plus) {
                             (Some(hash), true) => ("SCRAM-SHA-256-PLUS", ChannelBinding::tls_server_end_point(hash.clone())),
                             // We could bind but the server offers no PLUS: say so ("y"), which
                             // lets a server that did offer it detect a downgrade.
@@ -265,6 +291,7 @@ impl Connection {
                                 method: format!("SASL ({})", mechanisms.join(", ")),
                             });
                         }
+                        plus_started = mechanism == "SCRAM-SHA-256-PLUS";
                         let s = ScramSha256::new(pw.as_bytes(), binding);
                         self.send(&FrontendMessage::SaslInitialResponse {
                             mechanism: mechanism.to_owned(),
@@ -281,6 +308,7 @@ impl Connection {
                     AuthRequest::SaslFinal(data) => {
                         let s = scram.as_mut().ok_or_else(|| self.unexpected("SASL final without SASL start"))?;
                         s.finish(&data).map_err(|e| Error::Scram { target: self.target.clone(), why: e.to_string() })?;
+                        bound = plus_started;
                     }
                     AuthRequest::Unsupported { code, .. } => {
                         let method = match code {

@@ -70,6 +70,39 @@ impl FromStr for SslMode {
     }
 }
 
+/// Whether SCRAM must bind itself to the TLS channel (libpq's `channel_binding`, PGCHANNELBINDING).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelBindingMode {
+    /// Never bind, even when the server offers SCRAM-SHA-256-PLUS.
+    Disable,
+    /// Bind when the connection is TLS and the server offers it (libpq's default).
+    #[default]
+    Prefer,
+    /// Bind, or refuse the connection: no TLS, no SCRAM-SHA-256-PLUS offered, or a server
+    /// that authenticates without SCRAM at all (trust, md5, password) ends the attempt. This
+    /// is what protects a password from a man in the middle holding a certificate the
+    /// client trusts.
+    Require,
+}
+
+impl FromStr for ChannelBindingMode {
+    type Err = ConninfoError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "disable" => ChannelBindingMode::Disable,
+            "prefer" => ChannelBindingMode::Prefer,
+            "require" => ChannelBindingMode::Require,
+            other => {
+                return Err(ConninfoError::InvalidValue {
+                    key: "channel_binding".into(),
+                    value: other.into(),
+                    expected: "disable, prefer or require",
+                })
+            }
+        })
+    }
+}
+
 /// Where to connect: a TCP host name or address, or a directory holding a Unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
@@ -105,6 +138,8 @@ pub struct ConnConfig {
     pub sslmode: SslMode,
     /// The CA bundle for `verify-ca`/`verify-full` (default `~/.postgresql/root.crt`).
     pub sslrootcert: Option<PathBuf>,
+    /// SCRAM channel binding policy; `None` = not set (`prefer`, or PGCHANNELBINDING).
+    pub channel_binding: Option<ChannelBindingMode>,
     /// The name shown in `pg_stat_replication` and matched against
     /// `synchronous_standby_names`.
     pub application_name: Option<String>,
@@ -128,6 +163,7 @@ impl fmt::Debug for ConnConfig {
             .field("dbname", &self.dbname)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
+            .field("channel_binding", &self.channel_binding)
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
@@ -172,7 +208,7 @@ const IGNORED_KEYS: &[&str] = &[
     "keepalives_count", "tcp_user_timeout", "sslcompression", "sslcert", "sslkey", "sslpassword",
     "sslcrl", "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
     "ssl_max_protocol_version", "gssencmode", "krbsrvname", "gsslib", "gssdelegation",
-    "service", "target_session_attrs", "load_balance_hosts", "channel_binding", "replication",
+    "service", "target_session_attrs", "load_balance_hosts", "replication",
     "require_auth", "sslnegotiation", "sslcertmode", "min_protocol_version", "max_protocol_version",
 ];
 
@@ -187,6 +223,7 @@ impl ConnConfig {
             dbname: None,
             sslmode: SslMode::default(),
             sslrootcert: None,
+            channel_binding: None,
             application_name: None,
             fallback_application_name: None,
             connect_timeout: None,
@@ -225,6 +262,7 @@ impl ConnConfig {
                 *sslmode_set = true;
             }
             "sslrootcert" => self.sslrootcert = opt(value).map(PathBuf::from),
+            "channel_binding" => self.channel_binding = Some(value.parse()?),
             "application_name" => self.application_name = opt(value),
             "fallback_application_name" => self.fallback_application_name = opt(value),
             "connect_timeout" => self.connect_timeout = parse_timeout(&value)?,
@@ -264,6 +302,11 @@ impl ConnConfig {
         }
         if self.sslrootcert.is_none() {
             self.sslrootcert = get("PGSSLROOTCERT").map(PathBuf::from);
+        }
+        if self.channel_binding.is_none() {
+            if let Some(m) = get("PGCHANNELBINDING") {
+                self.channel_binding = Some(m.parse()?);
+            }
         }
         if self.application_name.is_none() {
             self.application_name = get("PGAPPNAME");
@@ -559,6 +602,18 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("envpw"));
         assert_eq!(c.sslmode, SslMode::Disable);
         assert_eq!(c.targets(), vec![(Host::Tcp("h".into()), 6000)]);
+    }
+
+    #[test]
+    fn channel_binding_from_the_string_or_the_environment() {
+        assert_eq!(parse("host=h").unwrap().channel_binding, None);
+        assert_eq!(parse("channel_binding=require").unwrap().channel_binding, Some(ChannelBindingMode::Require));
+        assert_eq!(parse("channel_binding=disable").unwrap().channel_binding, Some(ChannelBindingMode::Disable));
+        assert!(parse("channel_binding=always").unwrap_err().to_string().contains("disable, prefer or require"));
+        let env = |k: &str| (k == "PGCHANNELBINDING").then(|| "require".to_owned());
+        assert_eq!(ConnConfig::parse_with_env("host=h", env).unwrap().channel_binding, Some(ChannelBindingMode::Require));
+        let c = ConnConfig::parse_with_env("host=h channel_binding=prefer", env).unwrap();
+        assert_eq!(c.channel_binding, Some(ChannelBindingMode::Prefer), "the string wins over the environment");
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub enum Error {
         /// Where.
         target: Target,
     },
+    /// `channel_binding=require`, and the authentication would not be bound to the TLS
+    /// channel.
+    #[error("{target}: channel_binding=require, but {why}")]
+    ChannelBindingRequired {
+        /// Where.
+        target: Target,
+        /// What was missing.
+        why: &'static str,
+    },
     /// The server asks for an authentication method barman-rs does not implement.
     #[error("{target}: authentication method {method} is not supported")]
     UnsupportedAuth {
@@ -164,6 +173,15 @@ pub enum Error {
     Closed {
         /// Where.
         target: Target,
+    },
+    /// While streaming, nothing at all arrived for the receive timeout, not even an answer
+    /// to a status update that asked for one: the peer or the path to it is stuck.
+    #[error("connection to {target} timed out: nothing received for {}s", after.as_secs_f64())]
+    ReceiveTimeout {
+        /// Where.
+        target: Target,
+        /// The limit.
+        after: Duration,
     },
 }
 

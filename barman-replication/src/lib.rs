@@ -22,6 +22,6 @@ pub mod tls;
 pub use basebackup::{BaseBackupEvent, BaseBackupOptions, BaseBackupReader, TablespaceEntry};
 pub use commands::{CreatedSlot, IdentifySystem, ReplicationSlot, TimelineHistoryFile};
 pub use conn::{Connection, QueryResult, SessionKind};
-pub use conninfo::{ConnConfig, Host, SslMode};
+pub use conninfo::{ChannelBindingMode, ConnConfig, Host, SslMode};
 pub use error::{Error, Target};
 pub use stream::{StreamEnd, StreamEvent, StreamOptions, WalReceiver, WalStream};

@@ -12,6 +12,14 @@
 //! is exactly what the caller passed to [`WalStream::flushed`], which it must call only once
 //! those bytes are fsynced. With `synchronous` set, each flush is reported at once, so a
 //! commit waiting on this receiver is released as soon as, and not before, its WAL is on disk.
+//!
+//! A connection that goes silent is noticed, as PostgreSQL's own walreceiver notices it
+//! (`wal_receiver_timeout`): with [`StreamOptions::receive_timeout`] set, a status update
+//! asking for a reply goes out once half of it has passed without a message from the server
+//! (the WAL sender answers it with a keepalive at once, even on an idle server), and
+//! [`WalReceiver::next_event`] fails with [`Error::ReceiveTimeout`] once all of it has. TCP
+//! keepalives cannot do this: a peer that is alive but stuck (a frozen proxy, a hung NAT)
+//! still acknowledges them.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,11 +41,14 @@ pub struct StreamOptions {
     pub report_flush: bool,
     /// Send a status update as soon as the flush position moves (`--synchronous`).
     pub synchronous: bool,
+    /// Give up on a connection from which nothing at all arrived for this long; a reply is
+    /// requested at half of it. `None` waits forever (pg_receivewal's behaviour).
+    pub receive_timeout: Option<Duration>,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { status_interval: Duration::from_secs(10), report_flush: true, synchronous: false }
+        StreamOptions { status_interval: Duration::from_secs(10), report_flush: true, synchronous: false, receive_timeout: None }
     }
 }
 
@@ -87,6 +98,9 @@ pub enum StreamError {
     /// A CopyData payload was malformed.
     #[error("malformed replication message: {0}")]
     Codec(#[from] crate::codec::CodecError),
+    /// Nothing arrived from the server for [`StreamOptions::receive_timeout`].
+    #[error("nothing received for {}s", .0.as_secs_f64())]
+    Silent(Duration),
 }
 
 /// The protocol state of one START_REPLICATION.
@@ -107,6 +121,10 @@ pub struct WalStream {
     server_wal_end: Lsn,
     reply_now: bool,
     next_status: Option<Instant>,
+    /// When the server last sent anything (`None` until the caller says the stream started).
+    last_heard: Option<Instant>,
+    /// A status update asking for a reply went out since `last_heard`.
+    ping_sent: bool,
 }
 
 impl WalStream {
@@ -121,11 +139,42 @@ impl WalStream {
             server_wal_end: Lsn::INVALID,
             reply_now: false,
             next_status: None,
+            last_heard: None,
+            ping_sent: false,
+        }
+    }
+
+    /// The server was heard from at `now` (any message). [`feed`](Self::feed) calls it; call
+    /// it when COPY mode starts, so that a server silent from the start is timed too.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+        self.ping_sent = false;
+    }
+
+    /// When to ask the server for a reply: half the receive timeout after it was last heard.
+    fn ping_at(&self) -> Option<Instant> {
+        match (self.opts.receive_timeout, self.last_heard) {
+            (Some(t), Some(at)) if !self.ping_sent => Some(at + t / 2),
+            _ => None,
+        }
+    }
+
+    /// When the connection counts as dead if nothing arrives before.
+    pub fn deadline(&self) -> Option<Instant> {
+        Some(self.last_heard? + self.opts.receive_timeout?)
+    }
+
+    /// Fails once nothing has arrived for the receive timeout.
+    pub fn check_timeout(&self, now: Instant) -> Result<(), StreamError> {
+        match (self.deadline(), self.opts.receive_timeout) {
+            (Some(d), Some(t)) if now >= d => Err(StreamError::Silent(t)),
+            _ => Ok(()),
         }
     }
 
     /// Feeds one CopyData payload. Returns the WAL it carried, if any.
     pub fn feed(&mut self, payload: Bytes, now: Instant) -> Result<Option<StreamEvent>, StreamError> {
+        self.heard(now);
         if self.next_status.is_none() {
             // The first status goes out at once, so the server learns our position early.
             self.next_status = Some(now);
@@ -180,7 +229,8 @@ impl WalStream {
     /// Appends a status update to `out` (as a CopyData payload) if one is due; returns whether
     /// it did.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
-        let due = self.reply_now || self.next_status.is_some_and(|t| now >= t);
+        let ping = self.ping_at().is_some_and(|t| now >= t);
+        let due = ping || self.reply_now || self.next_status.is_some_and(|t| now >= t);
         if !due {
             return false;
         }
@@ -190,18 +240,20 @@ impl WalStream {
             flush,
             apply: Lsn::INVALID,
             send_time: pg_timestamp(SystemTime::now()),
-            reply_requested: false,
+            reply_requested: ping,
         }
         .encode(out);
+        self.ping_sent |= ping;
         self.reported_flush = flush;
         self.reply_now = false;
         self.next_status = Some(now + self.opts.status_interval);
         true
     }
 
-    /// When [`poll_transmit`](Self::poll_transmit) will next have something to send.
+    /// When [`poll_transmit`](Self::poll_transmit) will next have something to send, or
+    /// [`check_timeout`](Self::check_timeout) will fail.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_status
+        [self.next_status, self.ping_at(), self.deadline()].into_iter().flatten().min()
     }
 }
 
@@ -245,7 +297,9 @@ impl Connection {
         loop {
             match self.next_message().await? {
                 BackendMessage::CopyBothResponse(_) => {
-                    return Ok(WalReceiver { conn: self, state: WalStream::new(start, opts), done: false })
+                    let mut state = WalStream::new(start, opts);
+                    state.heard(Instant::now());
+                    return Ok(WalReceiver { conn: self, state, done: false })
                 }
                 BackendMessage::ErrorResponse(e) => error = Some(e),
                 BackendMessage::ReadyForQuery(_) => {
@@ -281,9 +335,14 @@ impl WalReceiver<'_> {
 
     /// Waits for the next WAL or the end of the stream, sending status updates as they fall
     /// due. Cancel-safe: dropping the future loses no received byte.
+    ///
+    /// Fails with [`Error::ReceiveTimeout`] when the server stays silent for the
+    /// [`StreamOptions::receive_timeout`] (see the [module docs](self)); the connection is
+    /// then unusable.
     pub async fn next_event(&mut self) -> Result<StreamEvent, Error> {
         loop {
-            self.send_due_status().await?;
+            self.check_timeout()?;
+            self.send_due_status_bounded().await?;
             let deadline = self.state.poll_timeout();
             let msg = match deadline {
                 Some(at) => {
@@ -341,11 +400,45 @@ impl WalReceiver<'_> {
     /// The caller fsynced WAL up to `upto`; in synchronous mode the server hears of it now.
     pub async fn flushed(&mut self, upto: Lsn) -> Result<(), Error> {
         self.state.flushed(upto);
-        self.send_due_status().await
+        self.send_due_status_bounded().await
     }
 
-    /// Sends a final status update, ends COPY mode, and waits for the server to agree.
-    pub async fn stop(mut self) -> Result<StreamEnd, Error> {
+    fn check_timeout(&self) -> Result<(), Error> {
+        self.state.check_timeout(Instant::now()).map_err(|e| match e {
+            StreamError::Silent(after) => Error::ReceiveTimeout { target: self.conn.target().clone(), after },
+            other => Error::Unexpected { target: self.conn.target().clone(), what: other.to_string() },
+        })
+    }
+
+    /// [`send_due_status`](Self::send_due_status) until the receive deadline at most: once
+    /// the socket buffers are full, a stuck peer would block the write forever.
+    async fn send_due_status_bounded(&mut self) -> Result<(), Error> {
+        match (self.state.deadline(), self.state.opts.receive_timeout) {
+            (Some(deadline), Some(after)) => {
+                let target = self.conn.target().clone();
+                tokio::time::timeout_at(deadline.into(), self.send_due_status())
+                    .await
+                    .unwrap_or(Err(Error::ReceiveTimeout { target, after }))
+            }
+            _ => self.send_due_status().await,
+        }
+    }
+
+    /// Sends a final status update, ends COPY mode, and waits for the server to agree — for
+    /// the [`StreamOptions::receive_timeout`] at most, if one is set.
+    pub async fn stop(self) -> Result<StreamEnd, Error> {
+        match self.state.opts.receive_timeout {
+            Some(after) => {
+                let target = self.conn.target().clone();
+                tokio::time::timeout(after, self.stop_inner())
+                    .await
+                    .unwrap_or(Err(Error::ReceiveTimeout { target, after }))
+            }
+            None => self.stop_inner().await,
+        }
+    }
+
+    async fn stop_inner(mut self) -> Result<StreamEnd, Error> {
         if self.done {
             return Ok(StreamEnd::Stopped);
         }
@@ -486,6 +579,47 @@ mod tests {
         s.flushed(Lsn(10));
         assert!(s.poll_transmit(t0, &mut out));
         assert_eq!(status(&out).flush, Lsn(10));
+    }
+
+    #[test]
+    fn a_silent_server_is_pinged_at_half_the_timeout_and_given_up_at_all_of_it() {
+        let t0 = Instant::now();
+        let opts = StreamOptions { receive_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+        let mut s = WalStream::new(Lsn(0), opts);
+        assert_eq!(s.poll_timeout(), None, "not started: nothing to time");
+        s.heard(t0);
+        let mut out = BytesMut::new();
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+        assert!(!s.poll_transmit(t0 + Duration::from_secs(29), &mut out));
+        assert!(s.poll_transmit(t0 + Duration::from_secs(30), &mut out));
+        assert!(status(&out).reply_requested, "the ping asks the WAL sender to answer");
+        out.clear();
+        assert!(!s.poll_transmit(t0 + Duration::from_secs(31), &mut out), "one ping per silence");
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(40)), "the regular status");
+        assert!(s.poll_transmit(t0 + Duration::from_secs(40), &mut out));
+        assert!(!status(&out).reply_requested);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(50)));
+        assert!(s.check_timeout(t0 + Duration::from_secs(59)).is_ok());
+        assert_eq!(s.check_timeout(t0 + Duration::from_secs(60)), Err(StreamError::Silent(Duration::from_secs(60))));
+
+        // Any message (a keepalive too) restarts the clock and re-arms the ping.
+        s.feed(keepalive(false), t0 + Duration::from_secs(45)).unwrap();
+        assert!(s.check_timeout(t0 + Duration::from_secs(100)).is_ok());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(50)));
+        out.clear();
+        assert!(s.poll_transmit(t0 + Duration::from_secs(75), &mut out));
+        assert!(status(&out).reply_requested);
+    }
+
+    #[test]
+    fn without_a_receive_timeout_silence_is_never_an_error() {
+        let t0 = Instant::now();
+        let mut s = WalStream::new(Lsn(0), StreamOptions::default());
+        s.feed(keepalive(false), t0).unwrap();
+        assert!(s.check_timeout(t0 + Duration::from_secs(86_400)).is_ok());
+        let mut out = BytesMut::new();
+        assert!(s.poll_transmit(t0, &mut out));
+        assert!(!status(&out).reply_requested);
     }
 
     #[test]

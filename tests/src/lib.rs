@@ -56,6 +56,7 @@ mod barman_bin;
 mod cluster;
 mod command;
 mod pg_bin;
+mod proxy;
 mod server_user;
 mod sshd;
 mod tls;
@@ -66,6 +67,7 @@ pub use cluster::{
 };
 pub use command::{CommandOutput, RunCommand};
 pub use pg_bin::{majors, pg_bin_dir, ALL_MAJORS};
+pub use proxy::{Proxy, ProxyMode};
 pub use server_user::{is_root, server_user, ServerUser};
 pub use sshd::Sshd;
 

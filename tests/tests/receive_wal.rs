@@ -20,6 +20,7 @@ fn settings(pg: &Cluster, dir: &Path) -> ReceiverSettings {
         streaming_dir: dir.to_owned(),
         system_id: None,
         status_interval: Duration::from_secs(10),
+        receive_timeout: Some(Duration::from_secs(60)),
         reconnect: true,
     }
 }

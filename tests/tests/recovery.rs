@@ -89,6 +89,7 @@ pg_test!(point_in_time_and_latest_recovery, |major| {
         streaming_dir: catalog.streaming_directory().to_owned(),
         system_id: None,
         status_interval: Duration::from_millis(500),
+        receive_timeout: Some(Duration::from_secs(60)),
         reconnect: true,
     };
     let (stop, rx) = watch::channel(false);

@@ -155,6 +155,11 @@ fn main() -> ExitCode {
              please make sure to enable it directly on the Barman server via the `compression` configuration option"
         );
     }
+    // The name goes into the remote shell command and is joined to the spool directory:
+    // anything but a WAL file name (`../x`, a quote) is refused before either happens.
+    if !is_wal_name(&args.wal_name) {
+        return fail(&format!("'{}' is not a WAL file name", args.wal_name), 2);
+    }
     if args.wal_dest.is_dir() {
         return fail(&format!("WAL_DEST cannot be a directory: {}", args.wal_dest.display()), 3);
     }
@@ -190,7 +195,10 @@ fn main() -> ExitCode {
             Err(e) => return fail(&format!("Impossible to invoke remote get-wal --peek: {e}"), 2),
         };
         match listed.split_first() {
-            Some((first, rest)) if *first == args.wal_name => rest.to_vec(),
+            Some((first, rest)) if *first == args.wal_name => {
+                // Names from the Barman host become spool paths: only WAL names.
+                rest.iter().filter(|n| is_wal_name(n)).cloned().collect()
+            }
             _ => return fail(&format!("The required file is not available: {}", args.wal_name), 2),
         }
     } else {
@@ -225,6 +233,10 @@ fn main() -> ExitCode {
             fail(&format!("Cannot write '{}' (WAL_DEST): {e:#}", args.wal_dest.display()), 3)
         }
     }
+}
+
+fn is_wal_name(name: &str) -> bool {
+    name.parse::<barman_core::wal::WalFileName>().is_ok()
 }
 
 /// A prefetch failure is not the main file's failure: Barman's workers fail silently too

@@ -275,6 +275,11 @@ async fn receive_wal(cfg: &ServerConfig, catalog: &ServerCatalog, reset: bool, o
         system_id,
         // pg_receivewal's default --status-interval.
         status_interval: Duration::from_secs(10),
+        // Barman's `keepalive_interval` (default 60 s, 0 = off), the heartbeat of its
+        // connections, is also how long a silent streaming connection is kept: PostgreSQL's
+        // default wal_receiver_timeout. pg_receivewal has no such limit and hangs on a stuck
+        // network path until TCP gives up, which a stuck middlebox can postpone forever.
+        receive_timeout: u64::try_from(cfg.keepalive_interval).ok().filter(|&s| s > 0).map(Duration::from_secs),
         // Barman runs pg_receivewal with --no-loop: an error ends receive-wal until the next
         // `cron` (a minute later) starts it again, and a synchronous primary waits all that
         // time. barman-rs reconnects at once, with backoff, from where it stopped (a server

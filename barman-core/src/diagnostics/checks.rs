@@ -126,8 +126,11 @@ pub async fn run(
 
 /// Barman's `_make_directories`: every `*_directory` of the server that does not exist.
 ///
-/// TEMPORARY: plain `create_dir_all` until `crate::storage` offers directory creation.
+/// TEMPORARY: not through `crate::storage` (the caller wants the bare OS reason). Mode 0700
+/// like every catalog directory ([`crate::storage::DIR_MODE`]), where Barman's umask-based
+/// `os.makedirs` gives 0755.
 pub fn make_directories(cfg: &ServerConfig) -> Result<(), (PathBuf, String)> {
+    use std::os::unix::fs::DirBuilderExt as _;
     for dir in [
         &cfg.backup_directory,
         &cfg.basebackups_directory,
@@ -138,7 +141,11 @@ pub fn make_directories(cfg: &ServerConfig) -> Result<(), (PathBuf, String)> {
         &cfg.xlogdb_directory,
     ] {
         if !dir.is_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| (dir.clone(), io_reason(&e)))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(crate::storage::DIR_MODE)
+                .create(dir)
+                .map_err(|e| (dir.clone(), io_reason(&e)))?;
         }
     }
     Ok(())

@@ -15,15 +15,22 @@
 //!   is, the new timeline's history file is fetched into `streaming/`, and streaming resumes.
 //! * A lost connection or a restarting server is retried with backoff; stopping (SIGTERM,
 //!   `receive-wal --stop`) fsyncs and ends COPY cleanly.
+//! * A connection that goes silent (a stuck proxy or NAT, a hung server) is given up after
+//!   [`ReceiverSettings::receive_timeout`] and retried like a lost one: the WAL sender is asked
+//!   for a reply at half of it ([`barman_replication::stream`]), and connecting, the commands
+//!   before streaming and the final handshake are bounded by it too.
+//! * A full disk is not retried: the error names the file and ENOSPC, nothing beyond what
+//!   is fsynced has been reported flushed, and the next run resumes from `streaming/`.
 
 mod partial;
 mod start;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use barman_replication::{
-    ConnConfig, Connection, Lsn, SessionKind, StreamEnd, StreamEvent, StreamOptions, SystemId, TimelineId,
+    ConnConfig, Connection, Lsn, SessionKind, StreamEnd, StreamEvent, StreamOptions, SystemId, Target, TimelineId,
 };
 use tokio::sync::watch;
 
@@ -51,6 +58,10 @@ pub struct ReceiverSettings {
     pub system_id: Option<SystemId>,
     /// How often to send status updates unasked.
     pub status_interval: Duration,
+    /// Give up on a connection from which nothing arrived for this long (PostgreSQL's
+    /// `wal_receiver_timeout`); it also bounds connecting when `connect_timeout` is unset.
+    /// The CLI takes it from `keepalive_interval`. `None`: wait forever.
+    pub receive_timeout: Option<Duration>,
     /// Keep reconnecting after errors (with backoff) instead of returning them.
     pub reconnect: bool,
 }
@@ -126,10 +137,16 @@ impl ReceiveWalError {
             ReceiveWalError::Connection(e) => match e {
                 barman_replication::Error::Connect { .. }
                 | barman_replication::Error::Timeout { .. }
+                | barman_replication::Error::ReceiveTimeout { .. }
                 | barman_replication::Error::Io { .. }
                 | barman_replication::Error::Closed { .. } => true,
                 // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now (starting up).
-                barman_replication::Error::Server { error, .. } => error.code.starts_with("57P"),
+                // 55006 "replication slot ... is active for PID n": the WAL sender of a
+                // connection we gave up on has not noticed yet (it will, by its
+                // wal_sender_timeout at the latest).
+                barman_replication::Error::Server { error, .. } => {
+                    error.code.starts_with("57P") || error.code == "55006"
+                }
                 _ => false,
             },
             ReceiveWalError::Wal(_) => true,
@@ -214,35 +231,51 @@ async fn stream_once(
 ) -> Result<(), ReceiveWalError> {
     let mut config: ConnConfig = settings.conninfo.parse()?;
     config.application_name = Some(settings.application_name.clone());
-    let mut conn = Connection::connect(&config, SessionKind::Physical).await?;
-    let sys = conn.identify_system().await?;
-    if let Some(expected) = settings.system_id {
-        if sys.system_id != expected {
-            return Err(ReceiveWalError::ForeignSystem { expected, found: sys.system_id });
-        }
+    if config.connect_timeout.is_none() {
+        config.connect_timeout = settings.receive_timeout;
     }
-    let seg_text = conn.show("wal_segment_size").await?;
-    let size = parse_server_size(&seg_text)
-        .and_then(|b| WalSegmentSize::new(b).ok())
-        .ok_or_else(|| ReceiveWalError::Invalid(format!("wal_segment_size {seg_text:?}")))?;
-    let synchronous = is_synchronous_standby(&conn.show("synchronous_standby_names").await?, &settings.application_name);
-
-    let mut point = match start_position(&settings.streaming_dir, size)? {
-        Some(p) => p,
-        None => slot_or_current_position(&mut conn, &config, settings, &sys, size).await?,
-    };
-    loop {
-        if point.timeline.0 > 1 {
-            let name = format!("{:08X}.history", point.timeline.0);
-            let path = settings.streaming_dir.join(&name);
-            if !path.exists() {
-                let h = conn.timeline_history(point.timeline).await?;
-                atomic_write(&path, &h.content, FILE_MODE)?;
+    let mut conn = Connection::connect(&config, SessionKind::Physical).await?;
+    let target = conn.target().clone();
+    let (sys, size, synchronous, mut point) = within(settings, &target, async {
+        let sys = conn.identify_system().await?;
+        if let Some(expected) = settings.system_id {
+            if sys.system_id != expected {
+                return Err(ReceiveWalError::ForeignSystem { expected, found: sys.system_id });
             }
         }
-        let opts = StreamOptions { status_interval: settings.status_interval, report_flush: true, synchronous };
-        notify(ReceiverNotice::Started { lsn: point.lsn, timeline: point.timeline, synchronous });
-        let mut rx = conn.start_replication(settings.slot.as_deref(), point.lsn, Some(point.timeline), opts).await?;
+        let seg_text = conn.show("wal_segment_size").await?;
+        let size = parse_server_size(&seg_text)
+            .and_then(|b| WalSegmentSize::new(b).ok())
+            .ok_or_else(|| ReceiveWalError::Invalid(format!("wal_segment_size {seg_text:?}")))?;
+        let synchronous =
+            is_synchronous_standby(&conn.show("synchronous_standby_names").await?, &settings.application_name);
+        let point = match start_position(&settings.streaming_dir, size)? {
+            Some(p) => p,
+            None => slot_or_current_position(&mut conn, &config, settings, &sys, size).await?,
+        };
+        Ok((sys, size, synchronous, point))
+    })
+    .await?;
+    loop {
+        let opts = StreamOptions {
+            status_interval: settings.status_interval,
+            report_flush: true,
+            synchronous,
+            receive_timeout: settings.receive_timeout,
+        };
+        let mut rx = within(settings, &target, async {
+            if point.timeline.0 > 1 {
+                let name = format!("{:08X}.history", point.timeline.0);
+                let path = settings.streaming_dir.join(&name);
+                if !path.exists() {
+                    let h = conn.timeline_history(point.timeline).await?;
+                    atomic_write(&path, &h.content, FILE_MODE)?;
+                }
+            }
+            notify(ReceiverNotice::Started { lsn: point.lsn, timeline: point.timeline, synchronous });
+            Ok(conn.start_replication(settings.slot.as_deref(), point.lsn, Some(point.timeline), opts).await?)
+        })
+        .await?;
         let mut current: Option<PartialSegment> = None;
         let mut last_sync = Instant::now();
         let end = loop {
@@ -321,6 +354,21 @@ async fn stream_once(
                 return Err(barman_replication::Error::Closed { target: conn.target().clone() }.into());
             }
         }
+    }
+}
+
+/// `step` within the receive timeout: a server that accepted the connection and then went
+/// silent must not hang the receiver before streaming starts either.
+async fn within<T>(
+    settings: &ReceiverSettings,
+    target: &Target,
+    step: impl Future<Output = Result<T, ReceiveWalError>>,
+) -> Result<T, ReceiveWalError> {
+    match settings.receive_timeout {
+        Some(after) => tokio::time::timeout(after, step).await.unwrap_or_else(|_| {
+            Err(barman_replication::Error::ReceiveTimeout { target: target.clone(), after }.into())
+        }),
+        None => step.await,
     }
 }
 

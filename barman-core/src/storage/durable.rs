@@ -141,7 +141,8 @@ pub fn create_dir_all_durable(path: &Path, mode: u32) -> Result<(), StorageError
 /// returning; when the file is new, its directory is fsynced too.
 ///
 /// This is how Barman grows `<server>-xlog.db` (open in append mode, write, `fsync`). A crash
-/// mid-append can leave a partial last line — readers of append-only files must cope.
+/// mid-append can leave a partial last line — readers of append-only files must cope. A failed
+/// write (a full disk) does not: the file is cut back to its length before the append.
 pub fn append_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StorageError> {
     let (mut file, created) = match OpenOptions::new()
         .append(true)
@@ -163,7 +164,12 @@ pub fn append_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Storag
         }
         Err(e) => return Err(StorageError::io(StorageOp::Create, path, e)),
     };
-    file.write_all(bytes).map_err(io_err(StorageOp::Write, path))?;
+    let before = file.metadata().map_err(io_err(StorageOp::Metadata, path))?.len();
+    if let Err(e) = file.write_all(bytes) {
+        // ENOSPC after a partial write would otherwise leave a torn last line behind.
+        let _ = file.set_len(before);
+        return Err(StorageError::io(StorageOp::Write, path, e));
+    }
     file.sync_data().map_err(io_err(StorageOp::SyncFile, path))?;
     if created {
         fsync_dir(parent_dir(path))?;
