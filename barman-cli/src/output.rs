@@ -32,12 +32,44 @@ pub struct Output {
     pub colors: Colors,
     json: Map<String, Value>,
     error: bool,
+    /// `[server] `, put before every line of a channel made by [`Output::labelled`].
+    label: Option<String>,
 }
 
 impl Output {
     /// A new channel.
     pub fn new(mode: Mode, quiet: bool, debug: bool, colors: Colors) -> Output {
-        Output { mode, quiet, debug, colors, json: Map::new(), error: false }
+        Output { mode, quiet, debug, colors, json: Map::new(), error: false, label: None }
+    }
+
+    /// A channel for one of several servers worked on at the same time (`backup all`): the
+    /// same mode and switches, every line of every message prefixed with `[label] ` so that
+    /// concurrent output stays readable (each message is still written whole), and no
+    /// progress bars. Its JSON and error state join this channel's with [`Output::absorb`].
+    pub fn labelled(&self, label: &str) -> Output {
+        Output { label: Some(format!("[{label}] ")), ..Output::new(self.mode, self.quiet, self.debug, self.colors) }
+    }
+
+    /// Takes back a channel made by [`Output::labelled`]: its JSON messages and results, and
+    /// whether it reported an error.
+    pub fn absorb(&mut self, other: Output) {
+        self.error |= other.error;
+        for (key, value) in other.json {
+            match (self.json.get_mut(&key), value) {
+                (Some(Value::Array(mine)), Value::Array(theirs)) => mine.extend(theirs),
+                (_, value) => {
+                    self.json.insert(key, value);
+                }
+            }
+        }
+    }
+
+    /// `message` with the label before each of its lines.
+    fn text<'m>(&self, message: &'m str) -> std::borrow::Cow<'m, str> {
+        match &self.label {
+            None => message.into(),
+            Some(label) => message.lines().map(|l| format!("{label}{l}")).collect::<Vec<_>>().join("\n").into(),
+        }
     }
 
     /// The current mode.
@@ -49,7 +81,7 @@ impl Output {
     /// bars are drawn only then.
     pub fn interactive(&self) -> bool {
         use std::io::IsTerminal as _;
-        self.mode == Mode::Console && !self.quiet && std::io::stderr().is_terminal()
+        self.mode == Mode::Console && !self.quiet && self.label.is_none() && std::io::stderr().is_terminal()
     }
 
     /// Switches to the Nagios writer (`check --nagios`).
@@ -76,6 +108,8 @@ impl Output {
 
     /// An informational line (stdout).
     pub fn info(&mut self, message: &str) {
+        let labelled = self.text(message);
+        let message: &str = &labelled;
         match self.mode {
             Mode::Console if !self.quiet => println_out(message),
             Mode::Json => self.field("_INFO", message),
@@ -85,6 +119,8 @@ impl Output {
 
     /// A warning (stderr).
     pub fn warning(&mut self, message: &str) {
+        let labelled = self.text(message);
+        let message: &str = &labelled;
         match self.mode {
             Mode::Console => eprintln_err(&self.colors.yellow(&format!("WARNING: {message}"))),
             Mode::Json => self.field("_WARNING", message),
@@ -95,6 +131,8 @@ impl Output {
     /// An error (stderr); the run will exit 1.
     pub fn error(&mut self, message: &str) {
         self.error = true;
+        let labelled = self.text(message);
+        let message: &str = &labelled;
         match self.mode {
             Mode::Console => eprintln_err(&self.colors.red(&format!("ERROR: {message}"))),
             Mode::Json => self.field("_ERROR", message),
@@ -107,6 +145,8 @@ impl Output {
         if !self.debug {
             return;
         }
+        let labelled = self.text(message);
+        let message: &str = &labelled;
         match self.mode {
             Mode::Console => eprintln_err(&format!("DEBUG: {message}")),
             Mode::Json => self.field("_DEBUG", message),

@@ -18,7 +18,9 @@ pub mod put_wal;
 pub mod receive_wal;
 pub mod recovery;
 pub mod retention;
+pub mod ssh;
 pub mod storage;
+pub mod sync;
 pub mod wal;
 
 /// An error and its causes on one line, `what: why: deeper cause`, each cause once (a

@@ -1,6 +1,8 @@
 //! `backup_method = postgres` into a Barman catalog: the backup.info Barman would write, a
 //! plain data directory that pg_verifybackup accepts and PostgreSQL starts from, tablespaces
-//! where Barman puts them, and a clean FAILED when the server cannot be reached.
+//! where Barman puts them, and a clean FAILED when the server cannot be reached. A copy cut in
+//! the middle is retried as `basebackup_retry_times` says; `backup all` backs up every server
+//! at once, each line labelled.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -8,7 +10,10 @@ use std::path::Path;
 use anyhow::{ensure, Context};
 use barman_core::backup::streaming::{take_streaming_backup, BackupError, StreamingBackupRequest};
 use barman_core::catalog::{BackupInfo, BackupStatus, ServerCatalog, ServerIdentity};
-use barman_tests::{pg_test, Cluster, ClusterOptions, RunCommand, BARMAN_USER, STREAMING_USER};
+use barman_tests::{
+    barman_bin, pg_test, run_barman, wait_for, BackgroundBarman, BarmanSite, Cluster, ClusterOptions, RunCommand, BARMAN_USER,
+    PASSWORD, STREAMING_USER,
+};
 
 fn request(pg: &Cluster, home: &Path) -> StreamingBackupRequest {
     StreamingBackupRequest {
@@ -112,3 +117,155 @@ pg_test!(unreachable_server_marks_the_backup_failed, |major| {
     ensure!(info.status == BackupStatus::Failed && info.error.as_deref() == Some(reason.as_str()));
     Ok(())
 });
+
+/// Terminates (`pg_terminate_backend`) the walsender of the next base backup `pg` serves to
+/// barman (application name `barman_streaming_backup`), once it is streaming: the connection
+/// cut in the middle of the copy. Waits for that backup to start.
+pub(crate) fn cut_the_backup_connection(pg: &Cluster) -> anyhow::Result<()> {
+    wait_for("a base backup's walsender to terminate", || {
+        Ok(pg.sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication \
+             WHERE application_name = 'barman_streaming_backup' AND state = 'backup'",
+        )? == "1")
+    })
+}
+
+/// Whether `text` gives the reason of a cut connection: the server's FATAL when it arrived
+/// before the socket closed, or the closed connection itself.
+pub(crate) fn cut_reason(text: &str) -> bool {
+    text.contains("terminating connection due to administrator command") || text.contains("closed the connection unexpectedly")
+}
+
+/// A site streaming `pg`'s WAL into its catalog (receive-wal in the background, first WAL
+/// archived), so that `backup` passes its checks; `extra` goes into the `[pg]` section.
+pub(crate) fn streaming_site(pg: &Cluster, extra: &[&str]) -> anyhow::Result<(BarmanSite, BackgroundBarman)> {
+    let site = BarmanSite::new(pg, extra)?;
+    let r = site.run(&["receive-wal", "--create-slot", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let receiver = site.spawn(&["receive-wal", "pg"])?;
+    let r = site.run(&["switch-wal", "--force", "--archive", "--archive-timeout", "60", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    Ok((site, receiver))
+}
+
+/// The site's backups and their statuses, oldest first, as `meta/` holds them.
+pub(crate) fn statuses(site: &BarmanSite) -> anyhow::Result<Vec<(String, BackupStatus)>> {
+    let catalog = ServerCatalog::new("pg", site.server_dir(), site.home.path());
+    let mut out = Vec::new();
+    for id in catalog.backup_ids()? {
+        out.push((id.to_string(), BackupInfo::read(&catalog, id)?.status));
+    }
+    Ok(out)
+}
+
+pg_test!(a_failed_copy_is_retried_then_done, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    // Throttled so that the copy lasts long enough to be cut in the middle.
+    let (site, _receiver) =
+        streaming_site(&pg, &["basebackup_retry_times = 1", "basebackup_retry_sleep = 1", "bandwidth_limit = 10240"])?;
+    let r = std::thread::scope(|s| {
+        let cut = s.spawn(|| cut_the_backup_connection(&pg));
+        let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"]);
+        cut.join().map_err(|_| anyhow::anyhow!("the cutting thread panicked"))??;
+        r
+    })?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    ensure!(
+        r.stderr.contains("WARNING: Failure executing a backup using native streaming (attempt 0): ")
+            && cut_reason(&r.stderr)
+            && r.stderr.contains("WARNING: The files copied so far will be removed and the backup process will restart in 1 seconds"),
+        "the retry is reported with its reason: {r}"
+    );
+    ensure!(!r.stderr.contains("not implemented"), "{r}");
+    let log = std::fs::read_to_string(site.home.path().join("barman.log"))?;
+    ensure!(log.contains("copy failed; the files copied so far are removed"), "the log has the retry: {log}");
+    let backups = statuses(&site)?;
+    ensure!(backups.len() == 1 && backups[0].1 == BackupStatus::Done, "{backups:?}");
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0, "the retried copy is whole: {r}");
+
+    // The command line overrides the configuration: no retry, the backup fails.
+    let r = std::thread::scope(|s| {
+        let cut = s.spawn(|| cut_the_backup_connection(&pg));
+        let r = site.run(&["backup", "--retry-times", "0", "pg"]);
+        cut.join().map_err(|_| anyhow::anyhow!("the cutting thread panicked"))??;
+        r
+    })?;
+    ensure!(r.code == 1 && r.stderr.contains("ERROR: Backup failed copying files.\nDETAILS: "), "{r}");
+    ensure!(!r.stderr.contains("attempt 0"), "{r}");
+    let backups = statuses(&site)?;
+    ensure!(backups.len() == 2 && backups[1].1 == BackupStatus::Failed, "{backups:?}");
+    Ok(())
+});
+
+/// `[barman]` plus one section per cluster, `pg1`, `pg2`, …, as [`BarmanSite`] writes `[pg]`.
+fn multi_server_config(home: &Path, clusters: &[&Cluster]) -> anyhow::Result<std::path::PathBuf> {
+    let mut text = format!(
+        "[barman]\nbarman_home = {home}\nbarman_user = root\nlog_level = INFO\nlog_file = {home}/barman.log\n",
+        home = home.display()
+    );
+    for (i, pg) in clusters.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[pg{n}]\nconninfo = {c} password={PASSWORD}\nstreaming_conninfo = {s} password={PASSWORD}\n\
+             backup_method = postgres\nstreaming_archiver = on\narchiver = off\nslot_name = barman\n",
+            n = i + 1,
+            c = pg.conninfo(BARMAN_USER),
+            s = pg.conninfo(STREAMING_USER),
+        ));
+    }
+    let config = home.join("barman.conf");
+    std::fs::write(&config, text)?;
+    Ok(config)
+}
+
+pg_test!(backup_all_backs_up_every_server_at_once, |major| {
+    let pg1 = Cluster::start(ClusterOptions::new(major))?;
+    let pg2 = Cluster::start(ClusterOptions::new(major))?;
+    let home = tempfile::tempdir()?;
+    let config = multi_server_config(home.path(), &[&pg1, &pg2])?;
+    let mut receivers = Vec::new();
+    for server in ["pg1", "pg2"] {
+        let r = run_barman(&config, &["receive-wal", "--create-slot", server])?;
+        ensure!(r.code == 0, "{r}");
+        let mut receiver = std::process::Command::new(barman_bin()?);
+        receiver.arg("-c").arg(&config).args(["receive-wal", server]).env("PGPASSFILE", "/nonexistent");
+        receivers.push(KillOnDrop(receiver.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?));
+        let r = run_barman(&config, &["switch-wal", "--force", "--archive", "--archive-timeout", "60", server])?;
+        ensure!(r.code == 0, "{r}");
+    }
+
+    let r = run_barman(&config, &["backup", "all"])?;
+    ensure!(r.code == 0, "{r}");
+    // Every line says whose it is; each is whole.
+    for line in r.stdout.lines().chain(r.stderr.lines()) {
+        let text = line.strip_prefix("WARNING: ").unwrap_or(line);
+        ensure!(text.starts_with("[pg1] ") || text.starts_with("[pg2] "), "unlabelled line {line:?} in {r}");
+    }
+    for server in ["pg1", "pg2"] {
+        ensure!(r.stdout.contains(&format!("[{server}] Starting backup using postgres method for server {server} in ")), "{r}");
+        ensure!(r.stdout.contains(&format!("[{server}] Backup completed")), "{r}");
+        let r = run_barman(&config, &["list-backups", "-f", "json", server])?;
+        let listed = r.json()?;
+        let backups = listed[server].as_array().context("a list")?;
+        ensure!(backups.len() == 1 && (backups[0]["status"] == "DONE" || backups[0]["status"] == "WAITING_FOR_WALS"), "{r}");
+    }
+
+    // One server down: the other is still backed up, and the command fails.
+    drop(receivers.pop());
+    pg2.stop()?;
+    let r = run_barman(&config, &["backup", "pg1", "pg2"])?;
+    ensure!(r.code == 1, "{r}");
+    ensure!(r.stdout.contains("[pg1] Backup completed"), "{r}");
+    ensure!(r.stderr.contains("ERROR: [pg2] Impossible to start the backup"), "{r}");
+    Ok(())
+});
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

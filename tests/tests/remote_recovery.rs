@@ -1,11 +1,13 @@
 //! `recover --remote-ssh-command` and `recover --get-wal` through the `barman` command line.
 //!
-//! Remote recovery runs everything Barman runs — shell commands through the ssh command,
-//! files through `rsync -e <ssh command>` — except the network: the ssh command is a fake
-//! `ssh` that drops its options and `user@host` and runs the remote command locally as the
-//! harness's unprivileged server user (`runuser`, when the tests run as root). The restored
-//! directories must belong to that user, PGDATA 0700, with the configuration edited on the
-//! "remote" side; PostgreSQL is then started on them and queried.
+//! Remote recovery goes through a real sshd on localhost ([`Sshd`]) that logs in as the
+//! harness's unprivileged server user: shell commands run through the ssh command, files go
+//! through `rsync -e <ssh command>`, so everything on the "remote" side is written by that
+//! user into directories of its own. The restored directories must belong to it, PGDATA 0700,
+//! with the configuration edited on the remote side; PostgreSQL is then started on them and
+//! queried. A compressed backup is restored both ways Barman knows: unpacked in a local
+//! staging path and sent (`staging_location = local`), and sent as it is into a staging path
+//! on the recovery host and unpacked there by its `tar` (`staging_location = remote`).
 //!
 //! Local get-wal recovery copies no WAL: the restored server's `restore_command` runs
 //! `barman get-wal` itself. The server runs as the unprivileged user, so this site is set up
@@ -14,29 +16,11 @@
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context as _};
-use barman_tests::{barman_bin, pg_test, server_user, wait_for, BarmanRun, BarmanSite, Cluster, ClusterOptions};
-
-/// Writes the fake `ssh` into `dir`: `fake-ssh [options] user@host command…` runs `command…`
-/// with `sh -c` as the server user.
-fn fake_ssh(dir: &Path) -> anyhow::Result<PathBuf> {
-    let run = match server_user()? {
-        Some(user) => format!("exec runuser -u {} -- sh -c \"$*\"", user.name),
-        None => "exec sh -c \"$*\"".to_owned(),
-    };
-    let script = format!(
-        "#!/bin/sh\n# ssh without the network: options and user@host dropped, the command run here.\n\
-         while [ $# -gt 0 ]; do\n  case \"$1\" in\n    -[bcDEeFIiJLlmOopQRSWw]) shift 2 ;;\n    -*) shift ;;\n    *) break ;;\n  esac\ndone\n\
-         shift\n{run}\n"
-    );
-    let path = dir.join("fake-ssh");
-    std::fs::write(&path, script)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
-}
+use barman_tests::{barman_bin, pg_test, server_user, wait_for, BarmanRun, BarmanSite, Cluster, ClusterOptions, Sshd};
 
 /// Every file under `dir` (links not followed) belongs to the server user, and `dir` is 0700.
 fn assert_owned_by_server_user(dir: &Path) -> anyhow::Result<()> {
@@ -110,8 +94,8 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     let info = std::fs::read_to_string(site.server_dir().join(format!("meta/{}-backup.info", ids[1])))?;
     ensure!(info.contains("compression=zstd"), "the second backup is zstd-compressed:\n{info}");
 
-    let bin = tempfile::tempdir()?;
-    let ssh = format!("{} postgres@db2", fake_ssh(bin.path())?.display());
+    let sshd = Sshd::start()?;
+    let ssh = sshd.ssh_command();
     let staging = tempfile::tempdir()?;
 
     // The plain backup, all the WAL: every row.
@@ -170,6 +154,48 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
     ensure!(restored.sql("SELECT count(*) FROM t")? == "250", "the rows up to the restore point");
 
+    // The zstd backup again, with staging_location = remote: the archives are sent into a
+    // staging path on the recovery host (a directory of the ssh user's) and unpacked there.
+    let remote_staging = tempfile::tempdir()?;
+    if let Some(user) = server_user()? {
+        std::os::unix::fs::chown(remote_staging.path(), Some(user.uid), Some(user.gid))?;
+    }
+    let text = std::fs::read_to_string(&site.config)?;
+    std::fs::write(&site.config, format!("{text}staging_location = remote\nstaging_path = {}\n", remote_staging.path().display()))?;
+    let restored = Cluster::reserve(ClusterOptions::new(major))?;
+    let dest = restored.data_dir();
+    let ts_dest = restored.root_dir().join("tbs");
+    let r = site.run(&[
+        "recover",
+        "pg",
+        &ids[1],
+        dest.to_str().context("utf-8")?,
+        "--remote-ssh-command",
+        &ssh,
+        "--tablespace",
+        &format!("tbs:{}", ts_dest.display()),
+        "--target-name",
+        "rp",
+        "--target-action",
+        "promote",
+        "-j",
+        "2",
+    ])?;
+    ensure!(r.code == 0, "{r}");
+    ensure!(remote_staging.path().read_dir()?.count() == 0, "the remote staging directory is removed");
+    let log = std::fs::read_to_string(site.home.path().join("barman.log"))?;
+    ensure!(log.contains("on the recovery host, to be unpacked there"), "unpacked remotely:\n{log}");
+    ensure!(dest.join(format!("backup_manifest.{}", ids[1])).exists() && !dest.join("tablespace_map").exists());
+    assert_owned_by_server_user(&dest)?;
+    assert_owned_by_server_user(&ts_dest)?;
+    restored.start_existing()?;
+    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
+    ensure!(restored.sql("SELECT count(*) FROM t")? == "250", "the rows up to the restore point");
+    // Not without a remote host to stage on.
+    let r = site.run(&["recover", "pg", &ids[1], "/nonexistent/x", "--staging-location", "remote"])?;
+    ensure!(r.code == 1 && r.stderr.contains("--staging-location as remote requires --remote-ssh-command to be set"), "{r}");
+    std::fs::write(&site.config, text)?;
+
     // get-wal on a remote host: barman-wal-restore, called back to this host.
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
     let dest = restored.data_dir();
@@ -204,7 +230,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
 });
 
 /// `barman -c <config> <args…>` as the server user (the current user when not root).
-fn barman_as_server_user(config: &Path, args: &[&str]) -> anyhow::Result<Command> {
+pub(crate) fn barman_as_server_user(config: &Path, args: &[&str]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(barman_bin()?);
     cmd.arg("-c").arg(config).args(args).env_remove("BARMAN_CONFIG_FILE").env("PGPASSFILE", "/nonexistent/pgpass");
     for (k, _) in std::env::vars_os() {
@@ -219,7 +245,7 @@ fn barman_as_server_user(config: &Path, args: &[&str]) -> anyhow::Result<Command
 }
 
 /// Kills a background barman when dropped.
-struct Background(std::process::Child);
+pub(crate) struct Background(pub(crate) std::process::Child);
 
 impl Drop for Background {
     fn drop(&mut self) {

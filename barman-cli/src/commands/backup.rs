@@ -1,16 +1,24 @@
 //! `barman backup`: a base backup into the catalog, as Barman's `Server.backup` runs it —
 //! a silent `check` first, the backup under the server's backup lock, then one archiver pass
 //! and, with `--wait`, archiving until the backup's last WAL file is in the archive.
+//!
+//! Several servers (`backup all`, `backup pg1 pg2`) are backed up at the same time, one thread
+//! each, where Barman takes them one after the other: their lines then carry the server's name
+//! (`[pg1] …`), and the command fails if any backup failed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::backup::compressed::BackupCompressionSettings;
-use barman_core::backup::streaming::{take_streaming_backup_with_hooks, BackupError, BackupNotice, StreamingBackupRequest};
+use barman_core::backup::standby::PrimaryOptions;
+use barman_core::backup::streaming::{
+    take_streaming_backup_with, BackupError, BackupNotice, BackupOptions, CopyRetry, StreamingBackupRequest,
+};
 use barman_core::catalog::query::BackupCatalog;
 use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, ServerCatalog};
-use barman_core::config::{BackupMethod, Config, ServerConfig};
+use barman_core::backup::rsync::{take_rsync_backup, RsyncBackupRequest, RsyncOverrides};
+use barman_core::config::{BackupMethod, Config, ReuseBackup, ServerConfig};
 use barman_core::diagnostics::checks;
 use barman_core::hooks::{HookKind, HookSet};
 use barman_core::output::{human_duration, local_now, pretty_size};
@@ -38,12 +46,40 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     refuse_unsupported_options(args)?;
     let Some(servers) = select(config, &args.servers.server_name, out, true) else { return Ok(None) };
     let rt = runtime()?;
-    for server in servers {
-        // `select` reported unknown names; inactive or disabled servers are refused here.
-        if one_server(config, &server.name, out).is_none() {
-            continue;
-        }
+    // `select` reported unknown names; inactive or disabled servers are refused here.
+    let servers: Vec<&ServerConfig> = servers.into_iter().filter(|s| one_server(config, &s.name, out).is_some()).collect();
+    // A passive node copies its backups from its primary (Barman's `skip_passive`).
+    let servers: Vec<&ServerConfig> = servers
+        .into_iter()
+        .filter(|s| {
+            if s.is_passive() {
+                out.info(&format!("Skipping passive server '{}'", s.name));
+            }
+            !s.is_passive()
+        })
+        .collect();
+    if let [server] = servers.as_slice() {
         backup_one(&rt, config, server, args, out)?;
+        return Ok(None);
+    }
+    let channels: Vec<Output> = std::thread::scope(|scope| {
+        let threads: Vec<_> = servers
+            .iter()
+            .map(|server| {
+                let mut channel = out.labelled(&server.name);
+                let rt = &rt;
+                scope.spawn(move || {
+                    if let Err(e) = backup_one(rt, config, server, args, &mut channel) {
+                        channel.error(&format!("{e:#}"));
+                    }
+                    channel
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    for channel in channels {
+        out.absorb(channel);
     }
     Ok(None)
 }
@@ -95,9 +131,6 @@ fn refuse_unsupported_options(args: &BackupArgs) -> anyhow::Result<()> {
     if args.incremental.is_some() {
         anyhow::bail!("--incremental (PostgreSQL 17 incremental backups) is not implemented yet in barman-rs");
     }
-    if args.reuse_backup.is_some() {
-        anyhow::bail!("--reuse-backup applies to backup_method = rsync, which is not implemented yet in barman-rs");
-    }
     Ok(())
 }
 
@@ -109,17 +142,9 @@ fn backup_one(
     out: &mut Output,
 ) -> anyhow::Result<()> {
     let name = &server.name;
-    // Retrying a failed copy is not built: say so rather than let a site believe it retries.
-    let retries = if args.no_retry { 0 } else { args.retry_times.map_or(server.basebackup_retry_times, |n| n as i64) };
-    if retries > 0 {
-        out.warning(&format!(
-            "server {name}: retrying a failed copy (basebackup_retry_times / --retry-times) is not implemented yet \
-             in barman-rs; a failed backup is marked FAILED and not retried"
-        ));
-    }
-    if server.backup_method != BackupMethod::Postgres {
+    if !matches!(server.backup_method, BackupMethod::Postgres | BackupMethod::Rsync) {
         out.error(&format!(
-            "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres",
+            "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres or rsync",
             server.backup_method
         ));
         return Ok(());
@@ -137,19 +162,18 @@ fn backup_one(
         return Ok(());
     };
 
-    // Barman's CheckStrategy: the checks run silently and any failure stops the backup.
-    // barman-rs also names the failed checks, so the operator need not run check to know.
+    // Barman's CheckStrategy: the checks run silently and a failure of any but the
+    // non-critical ones (an earlier FAILED backup, say) stops the backup. barman-rs also
+    // names the failed checks, so the operator need not run check to know.
     let check = rt.block_on(checks::run(&config.global, server, &env_lookup, args.check_timeout));
-    if check.counts_as_failure() {
-        let failed: Vec<String> = check
-            .results
-            .iter()
-            .filter(|r| !r.ok)
-            .map(|r| match &r.hint {
-                Some(h) => format!("{} ({h})", r.name),
-                None => r.name.clone(),
-            })
-            .collect();
+    let failed: Vec<String> = check
+        .critical_failures()
+        .map(|r| match &r.hint {
+            Some(h) => format!("{} ({h})", r.name),
+            None => r.name.clone(),
+        })
+        .collect();
+    if check.active && !failed.is_empty() {
         out.error(&format!(
             "Impossible to start the backup. Check the log for more details, or run 'barman check {name}'\nFailed checks: {}",
             failed.join(", ")
@@ -179,6 +203,23 @@ fn backup_one(
         immediate_checkpoint,
         bandwidth_limit,
     };
+    let rsync = match server.backup_method {
+        BackupMethod::Rsync => match RsyncBackupRequest::from_config(server, catalog.clone(), &rsync_overrides(args)?) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                out.error(&format!("Impossible to start the backup: {e}"));
+                return Ok(());
+            }
+        },
+        _ => None,
+    };
+    // Barman prints the copy's jobs, and the deduplication with `reuse_backup = link`.
+    let rsync_jobs = rsync.as_ref().map(|r| r.jobs);
+    let deduplication_line = rsync.as_ref().is_some_and(|r| r.reuse == ReuseBackup::Link);
+    let primary = server.primary_conninfo.clone().map(|conninfo| PrimaryOptions {
+        conninfo,
+        checkpoint_timeout: Duration::from_secs(u64::try_from(server.primary_checkpoint_timeout).unwrap_or(0)),
+    });
 
     let started_wall = local_now();
     let started = Instant::now();
@@ -198,14 +239,43 @@ fn backup_one(
                 p.finish();
             }
         }
-        let line = notice_line(name, &notice);
+        match &notice {
+            BackupNotice::Warning(text) => return out.warning(text),
+            // Barman's `_retry_handler` lines, with the reason, which Barman leaves to its log.
+            BackupNotice::CopyRetry { attempt, reason, sleep } => {
+                out.warning(&format!("Failure executing a backup using native streaming (attempt {attempt}): {reason}"));
+                return out.warning(&format!(
+                    "The files copied so far will be removed and the backup process will restart in {} seconds",
+                    sleep.as_secs()
+                ));
+            }
+            _ => {}
+        }
+        if deduplication_line && matches!(notice, BackupNotice::Size { .. }) {
+            return; // printed with the on-disk size once the backup returns
+        }
+        let line = notice_line(name, rsync_jobs, &notice);
         if held.is_empty() && !matches!(notice, BackupNotice::Size { .. } | BackupNotice::EndLsn { .. }) {
             out.info(&line);
         } else {
             held.push(line);
         }
     };
-    let backup = take_streaming_backup_with_hooks(&req, compression.as_ref(), hooks.as_ref(), &mut on_notice);
+    let retry = CopyRetry {
+        times: if args.no_retry {
+            0
+        } else {
+            args.retry_times.map_or(u32::try_from(server.basebackup_retry_times).unwrap_or(0), |n| u32::try_from(n).unwrap_or(u32::MAX))
+        },
+        sleep: Duration::from_secs(args.retry_sleep.unwrap_or(u64::try_from(server.basebackup_retry_sleep).unwrap_or(0))),
+    };
+    let options = BackupOptions { compression: compression.as_ref(), hooks: hooks.as_ref(), retry, primary: primary.as_ref() };
+    let backup = async {
+        match &rsync {
+            Some(r) => take_rsync_backup(r, hooks.as_ref(), &mut on_notice).await,
+            None => take_streaming_backup_with(&req, &options, &mut on_notice).await,
+        }
+    };
     // Ctrl-C (SIGINT) or SIGTERM stops the copy; the backup is marked FAILED at once, as
     // Barman does on KeyboardInterrupt, rather than left STARTED for the next command to find.
     let interrupted = rt.block_on(async {
@@ -233,6 +303,9 @@ fn backup_one(
         if let Err(e) = purged {
             out.error(&format!("{:#}", anyhow::Error::new(e).context("removing the WAL that precedes the first backup")));
         }
+    }
+    if let (Ok(info), true) = (&result, deduplication_line) {
+        out.info(&size_on_disk_line(info));
     }
     held.iter().for_each(|line| out.info(line));
     let info = match result {
@@ -369,21 +442,56 @@ fn split_failure(reason: &str) -> (&str, &str) {
 }
 
 /// The line Barman prints for each step.
-fn notice_line(server: &str, notice: &BackupNotice) -> String {
+/// `rsync_jobs` is `parallel_jobs` for `backup_method = rsync`, `None` for postgres.
+fn notice_line(server: &str, rsync_jobs: Option<usize>, notice: &BackupNotice) -> String {
     match notice {
         BackupNotice::Starting { dir, .. } => {
-            format!("Starting backup using postgres method for server {server} in {}", dir.display())
+            let mode = if rsync_jobs.is_some() { barman_core::backup::rsync::MODE } else { "postgres" };
+            format!("Starting backup using {mode} method for server {server} in {}", dir.display())
         }
         BackupNotice::StartLsn { lsn, wal, offset } => format!("Backup start at LSN: {lsn} ({wal}, {offset:08X})"),
-        BackupNotice::CopyStarted(id) => format!("Starting backup copy via native streaming for {id}"),
+        BackupNotice::CopyStarted(id) => match rsync_jobs {
+            None => format!("Starting backup copy via native streaming for {id}"),
+            Some(1) => format!("Starting backup copy via rsync/SSH for {id}"),
+            Some(n) => format!("Starting backup copy via rsync/SSH for {id} ({n} jobs)"),
+        },
+        BackupNotice::Finalising if rsync_jobs.is_some() => "Asking PostgreSQL server to finalize the backup.".into(),
         BackupNotice::CopyDone { seconds } => {
             format!("Copy done (time: {})", human_duration(Duration::from_secs_f64(seconds.max(0.0)), false))
         }
         BackupNotice::Finalising => "Finalising the backup.".into(),
-        BackupNotice::Progress { .. } => String::new(),
+        BackupNotice::Progress { .. } | BackupNotice::Warning(_) | BackupNotice::CopyRetry { .. } => String::new(),
         BackupNotice::Size { bytes } => format!("Backup size: {}", pretty_size(*bytes as f64)),
         BackupNotice::EndLsn { lsn, wal, offset } => format!("Backup end at LSN: {lsn} ({wal}, {offset:08X})"),
     }
+}
+
+/// Barman's size line with `reuse_backup = link`: `Backup size: X. Actual size on disk: Y
+/// (-NN.NN% deduplication ratio).`
+fn size_on_disk_line(info: &BackupInfo) -> String {
+    let (size, on_disk) = (info.size.unwrap_or(0), info.deduplicated_size.unwrap_or(0));
+    let ratio = if size > 0 { 1.0 - on_disk as f64 / size as f64 } else { 0.0 };
+    format!(
+        "Backup size: {}. Actual size on disk: {} (-{:.2}% deduplication ratio).",
+        pretty_size(size as f64),
+        pretty_size(on_disk as f64),
+        ratio * 100.0
+    )
+}
+
+/// `barman backup`'s options that an rsync backup takes (Barman's `cli.backup` overrides).
+fn rsync_overrides(args: &BackupArgs) -> anyhow::Result<RsyncOverrides> {
+    let reuse = args.reuse_backup.as_deref().map(str::parse::<ReuseBackup>).transpose().map_err(anyhow::Error::msg)?;
+    Ok(RsyncOverrides {
+        name: args.name.clone(),
+        immediate_checkpoint: if args.no_immediate_checkpoint { Some(false) } else { args.immediate_checkpoint.then_some(true) },
+        reuse,
+        jobs: args.jobs,
+        bwlimit: args.bwlimit,
+        retry_times: if args.no_retry { Some(0) } else { args.retry_times },
+        retry_sleep: args.retry_sleep,
+        keepalive_interval: args.keepalive_interval,
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! Commands are grouped by what they work on, one file each: [`diagnostics`] (check, status,
 //! show-servers, …), [`backup`] (backup), [`wal`] (receive-wal, archive-wal, switch-wal,
-//! put-wal, …), [`get_wal`], [`catalog`] (list-backups, show-backup, …), [`recover`]. Each group says which
+//! put-wal, …), [`get_wal`], [`catalog`] (list-backups, show-backup, …), [`recover`], [`sync`]
+//! (sync-info, sync-backup, sync-wals). Each group says which
 //! of its commands are built with its own `implemented`.
 
 mod backup;
@@ -14,6 +15,7 @@ mod processes;
 mod put_wal;
 mod recover;
 mod retention;
+mod sync;
 mod wal;
 
 use std::path::PathBuf;
@@ -39,6 +41,7 @@ pub fn implemented(cmd: &Command) -> bool {
         || put_wal::implemented(cmd)
         || retention::implemented(cmd)
         || processes::implemented(cmd)
+        || sync::implemented(cmd)
 }
 
 /// Prints completions for `shell`.
@@ -104,6 +107,9 @@ pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     }
     if processes::implemented(&cli.command) {
         return processes::run(cli, &config, out);
+    }
+    if sync::implemented(&cli.command) {
+        return sync::run(cli, &config, out);
     }
     unreachable!("filtered by implemented()")
 }

@@ -41,6 +41,10 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         );
         return Ok(None);
     }
+    if args.staging_location.as_deref() == Some("remote") && args.remote_ssh_command.is_none() {
+        out.error("--staging-location as remote requires --remote-ssh-command to be set");
+        return Ok(None);
+    }
     if args.destination_directory.contains(':') {
         out.error(
             "The destination directory parameter cannot contain the ':' character\n\
@@ -88,7 +92,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         tablespaces.insert(name.to_owned(), PathBuf::from(location));
     }
     let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| usize::try_from(server.parallel_jobs).unwrap_or(1)).max(1);
-    let setup = match setup_of(args, config, server, backup.compression.as_deref(), jobs) {
+    let setup = match setup_of(args, config, server, backup.compression.as_deref(), jobs, out) {
         Ok(s) => s,
         Err(e) => {
             out.error(&format!("{e:#}"));
@@ -213,35 +217,36 @@ fn setup_of(
     server: &ServerConfig,
     compression: Option<&str>,
     jobs: usize,
+    out: &mut Output,
 ) -> anyhow::Result<RecoverySetup> {
     let compressed = compression.is_some_and(|c| c != "None");
     let remote = match &args.remote_ssh_command {
         None => None,
         Some(ssh_command) => {
-            let staging_location = match args.staging_location.as_deref() {
+            let configured_location = match args.staging_location.as_deref() {
                 Some("remote") => StagingLocation::Remote,
                 Some(_) => StagingLocation::Local,
                 None => server.staging_location,
             };
-            // A compressed backup is unpacked on this host, then sent (staging_location =
-            // local); unpacking on the recovery host needs tools there that barman-rs does
-            // not assume.
-            if compressed && staging_location == StagingLocation::Remote {
-                anyhow::bail!(
-                    "staging_location = remote is not implemented in barman-rs: a compressed backup is \
-                     decompressed in a local staging path, then sent; use --staging-location local"
-                );
-            }
-            let staging_path = args
-                .staging_path
-                .as_deref()
-                .or(server.staging_path.as_deref())
-                .or(args.recovery_staging_path.as_deref())
-                .or(server.recovery_staging_path.as_deref())
-                .unwrap_or("/tmp");
-            if !std::path::Path::new(staging_path).is_absolute() {
-                anyhow::bail!("Cannot parse staging path: {staging_path} is not an absolute path");
-            }
+            // Barman's rules: `staging_path` (default /tmp) with `staging_location`; when
+            // only the deprecated `recovery_staging_path` is given, that path, always local.
+            let new_path = args.staging_path.as_deref().or(server.staging_path.as_deref());
+            let deprecated = args.recovery_staging_path.as_deref().or(server.recovery_staging_path.as_deref());
+            let (staging_path, staging_location) = match (new_path, deprecated) {
+                (Some(path), _) => (path, configured_location),
+                (None, Some(path)) => {
+                    if compressed {
+                        out.warning(
+                            "recovery_staging_path and local_staging_path, and their equivalent CLI options \
+                             --recovery-staging-path and --local-staging-path, are deprecated and will be removed in \
+                             a future release. Please use staging_path and staging_location, and their equivalent \
+                             CLI options --staging-path and --staging-location, instead.",
+                        );
+                    }
+                    (path, StagingLocation::Local)
+                }
+                (None, None) => ("/tmp", configured_location),
+            };
             let bwlimit = args.bwlimit.or_else(|| server.bandwidth_limit.and_then(|b| u64::try_from(b).ok()));
             let tablespace_bwlimit = server
                 .tablespace_bandwidth_limit
@@ -260,6 +265,7 @@ fn setup_of(
                     args.network_compression || server.network_compression
                 },
                 staging_path: PathBuf::from(staging_path),
+                staging_location,
                 retry_times: u32::try_from(retry_times).unwrap_or(u32::MAX),
                 retry_sleep: std::time::Duration::from_secs(args.retry_sleep.unwrap_or(server.basebackup_retry_sleep.max(0) as u64)),
             })

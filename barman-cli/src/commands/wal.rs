@@ -489,7 +489,7 @@ fn wait_for_wal(
 /// Differences from Barman: archive-wal and check-backup run inside this process (quietly,
 /// as Barman's subprocesses whose output is discarded) rather than as children, so that a
 /// backup is checked against the WAL just archived; only `receive-wal` is a detached child.
-/// Retention policies and passive-node sync are not built yet: cron says so on stderr.
+/// A passive node runs `sync-backup` / `sync-wals` children instead (see `sync::cron`).
 fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Result<()> {
     if !config.path_conflicts.is_empty() {
         for e in &config.path_conflicts {
@@ -517,14 +517,15 @@ fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Re
             }
         };
         if cfg.is_passive() {
-            out.warning(&format!("server {}: passive node synchronisation is not implemented yet in barman-rs", cfg.name));
-            continue;
-        }
-        cron_archive_wal(config, cfg, &catalog, out);
-        if cfg.streaming_archiver {
-            background_receive_wal(config, cfg, &catalog, keep_descriptors, out);
+            // A passive node copies from its primary Barman instead of archiving.
+            super::sync::cron(config, cfg, &catalog, out, &|args| spawn_detached(&config.main_file, args, keep_descriptors));
         } else {
-            stop_process(&catalog, "receive-wal", false, out);
+            cron_archive_wal(config, cfg, &catalog, out);
+            if cfg.streaming_archiver {
+                background_receive_wal(config, cfg, &catalog, keep_descriptors, out);
+            } else {
+                stop_process(&catalog, "receive-wal", false, out);
+            }
         }
         match barman_core::backup::streaming::fail_abandoned_backups(&catalog) {
             Ok(ids) => ids.iter().for_each(|id| {

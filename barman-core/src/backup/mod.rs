@@ -5,11 +5,17 @@
 //! * [`extract`] writes one out as a plain directory tree, durably and safely.
 //! * [`compressed`] writes them as compressed tars (`backup_compression`) and reads those back.
 //! * [`streaming`] takes a whole backup into the catalog (`backup_method = postgres`).
+//! * [`standby`] is what a backup from a standby adds: WAL switches on its primary.
+//! * [`rsync`] takes one with rsync over ssh between `pg_backup_start` and `pg_backup_stop`
+//!   (`backup_method = rsync`), from the server [`facts`] it shares with [`streaming`].
 //! * [`manifest`] checks a backup against its `backup_manifest` (`verify-backup`) and writes
 //!   one for a backup that has none (`generate-manifest`).
 
 pub mod compressed;
 pub mod extract;
+pub(crate) mod facts;
 pub mod manifest;
+pub mod rsync;
+pub mod standby;
 pub mod streaming;
 pub mod tar_stream;

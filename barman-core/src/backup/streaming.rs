@@ -13,18 +13,25 @@
 //!    `data/backup_manifest` — every file fsynced. With `backup_compression` (tar format) the
 //!    archives are instead written compressed as `data/base.tar.gz`, `data/<oid>.tar.gz`, …
 //!    (see [`super::compressed`]), with a `tablespace_map` in place of the links, as
-//!    `pg_basebackup --format=tar` asks for;
-//! 4. record the end (`pg_current_wal_lsn()` right after the copy, as Barman does), the
-//!    begin fields from `backup_label`, sizes and copy statistics;
+//!    `pg_basebackup --format=tar` asks for. A copy that fails is retried
+//!    `basebackup_retry_times` times ([`CopyRetry`]): the files copied so far are removed and,
+//!    after `basebackup_retry_sleep` seconds, a new replication session starts a new
+//!    BASE_BACKUP, the status staying `STARTED` — Barman's `_retry_handler` around pg_basebackup;
+//! 4. record the end (`pg_current_wal_lsn()` right after the copy, as Barman does; a
+//!    standby's last replayed position), the begin fields from `backup_label`, sizes and copy
+//!    statistics;
 //! 5. status `WAITING_FOR_WALS` until the WAL up to `end_wal` is archived, then `DONE`.
+//!
+//! A standby is backed up the same way; what differs (the end position, the WAL switches on
+//! its primary) is in [`super::standby`].
 //!
 //! Any failure leaves the backup `FAILED` with `error=failure <phase> (<reason>)`, files kept.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use barman_replication::{BaseBackupEvent, BaseBackupOptions, ConnConfig, Connection, Lsn, SessionKind, TimelineId};
+use barman_replication::{BaseBackupEvent, BaseBackupOptions, ConnConfig, Connection, Lsn, SessionKind, SystemId, TimelineId};
 
 use crate::catalog::{
     BackupId, BackupInfo, BackupStatus, BarmanTimestamp, CatalogError, LockKind, PyValue, ServerCatalog,
@@ -40,6 +47,7 @@ use super::compressed::{
     BackupCompressionSettings,
 };
 use super::extract::{ExtractError, PlainExtractor};
+use super::standby::{Primary, PrimaryOptions};
 
 /// The largest `backup_label` read back from a compressed `base.tar*` (PostgreSQL's is a few
 /// hundred bytes).
@@ -76,6 +84,34 @@ pub struct StreamingBackupRequest {
     pub bandwidth_limit: Option<u32>,
 }
 
+/// Barman's `basebackup_retry_times` / `basebackup_retry_sleep` (or `backup --retry-times`,
+/// `--retry-sleep`, `--no-retry`): how often a failed copy starts again, and after how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopyRetry {
+    /// Further attempts after the first (0: a failed copy fails the backup).
+    pub times: u32,
+    /// The pause before each new attempt.
+    pub sleep: Duration,
+}
+
+/// How a backup is taken, beyond what [`StreamingBackupRequest`] says: the default is a plain
+/// backup, no hooks, no retries, no primary.
+#[derive(Clone, Copy, Default)]
+pub struct BackupOptions<'a> {
+    /// The server's `backup_compression*` settings (checked with
+    /// [`BackupCompressionSettings::from_config`]): tar archives compressed by barman-rs or by
+    /// a PostgreSQL 15+ server, or a plain tree unpacked from a server-compressed stream.
+    pub compression: Option<&'a BackupCompressionSettings>,
+    /// The `pre_backup_script` and `pre_backup_retry_script`, run once the backup has its ID
+    /// (status `EMPTY`, as Barman runs them); a retry script's 63 fails the backup before
+    /// anything is copied. The post hooks are the caller's: Barman runs them after `--wait`.
+    pub hooks: Option<&'a HookSet>,
+    /// Retries of a failed copy.
+    pub retry: CopyRetry,
+    /// `primary_conninfo`: the server is a standby, and this is its primary.
+    pub primary: Option<&'a PrimaryOptions>,
+}
+
 /// Progress worth telling the operator, in Barman's words (the CLI renders them).
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackupNotice {
@@ -97,6 +133,20 @@ pub enum BackupNotice {
     },
     /// `Starting backup copy via pg_basebackup for <ID>` (ours: native streaming).
     CopyStarted(BackupId),
+    /// A copy attempt failed and the copy starts again: Barman's `Failure executing a backup
+    /// using pg_basebackup (attempt N)` and `The files copied so far will be removed and the
+    /// backup process will restart in S seconds`.
+    CopyRetry {
+        /// The attempt that failed, from 0 (Barman's numbering).
+        attempt: u32,
+        /// Why it failed.
+        reason: String,
+        /// The pause before the next attempt.
+        sleep: Duration,
+    },
+    /// Something the operator should know that does not stop the backup (Barman's
+    /// `output.warning`), in Barman's words where Barman has them.
+    Warning(String),
     /// `Copy done (time: N seconds)`.
     CopyDone {
         /// Seconds.
@@ -160,6 +210,9 @@ pub enum BackupError {
         /// The server's.
         found: String,
     },
+    /// `primary_conninfo` could not be used.
+    #[error(transparent)]
+    Primary(#[from] super::standby::PrimaryError),
     /// A backup ran and failed; its backup.info says FAILED with the reason.
     #[error("backup {id} failed: {reason}")]
     Failed {
@@ -200,28 +253,13 @@ pub async fn take_streaming_backup(
     req: &StreamingBackupRequest,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
-    take_streaming_backup_compressed(req, None, notify).await
+    take_streaming_backup_with(req, &BackupOptions::default(), notify).await
 }
 
-/// [`take_streaming_backup`] with the server's `backup_compression*` settings (checked with
-/// [`BackupCompressionSettings::from_config`]): tar archives compressed by barman-rs or by a
-/// PostgreSQL 15+ server, or a plain tree unpacked from a server-compressed stream.
-pub async fn take_streaming_backup_compressed(
+/// [`take_streaming_backup`] with compression, hooks, retries or a primary ([`BackupOptions`]).
+pub async fn take_streaming_backup_with(
     req: &StreamingBackupRequest,
-    compression: Option<&BackupCompressionSettings>,
-    notify: &mut (dyn FnMut(BackupNotice) + Send),
-) -> Result<BackupInfo, BackupError> {
-    take_streaming_backup_with_hooks(req, compression, None, notify).await
-}
-
-/// [`take_streaming_backup_compressed`] running the `pre_backup_script` and
-/// `pre_backup_retry_script` of `hooks` once the backup has its ID (status `EMPTY`, as Barman
-/// runs them); a retry script's 63 fails the backup before anything is copied. The post hooks
-/// are the caller's: Barman runs them after `--wait`.
-pub async fn take_streaming_backup_with_hooks(
-    req: &StreamingBackupRequest,
-    compression: Option<&BackupCompressionSettings>,
-    hooks: Option<&HookSet>,
+    opts: &BackupOptions<'_>,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
     let lock = req.catalog.lock(LockKind::ServerBackup)?;
@@ -242,7 +280,7 @@ pub async fn take_streaming_backup_with_hooks(
     info.status = BackupStatus::Empty;
     info.write(&req.catalog)?;
     notify(BackupNotice::Starting { id, dir: req.catalog.backup_dir(id) });
-    if let Some(hooks) = hooks {
+    if let Some(hooks) = opts.hooks {
         if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(&req.catalog, &info)) {
             let reason = format!("failure starting backup ({abort})");
             info.status = BackupStatus::Failed;
@@ -256,7 +294,7 @@ pub async fn take_streaming_backup_with_hooks(
 
     let started = Instant::now();
     let mut phase = "starting backup";
-    match run(req, compression, &mut info, &mut phase, started, notify).await {
+    match run(req, opts, &mut info, &mut phase, started, notify).await {
         Ok(()) => Ok(info),
         Err(e) => {
             let reason = format!("failure {phase} ({})", first_line(&crate::error_chain(&e)));
@@ -306,18 +344,18 @@ pub fn fail_abandoned_backups(catalog: &ServerCatalog) -> Result<Vec<BackupId>, 
 
 async fn run(
     req: &StreamingBackupRequest,
-    compression: Option<&BackupCompressionSettings>,
+    opts: &BackupOptions<'_>,
     info: &mut BackupInfo,
     phase: &mut &'static str,
     started: Instant,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<(), BackupError> {
     let id = info.backup_id;
+    let compression = opts.compression;
     let mut sql = Connection::connect(&req.conninfo.parse()?, SessionKind::Normal).await?;
     let facts = read_facts(&mut sql).await?;
-    let mut stream_cfg: ConnConfig = req.streaming_conninfo.parse()?;
-    stream_cfg.application_name = Some(req.application_name.clone());
-    let mut repl = Connection::connect(&stream_cfg, SessionKind::Physical).await?;
+    let in_recovery = sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "t";
+    let mut repl = connect_streaming(req).await?;
     let sys = repl.identify_system().await?;
 
     let identity_path = req.catalog.identity_path();
@@ -353,8 +391,29 @@ async fn run(
     // What the server compresses with, if it does: its archives arrive as `base.tar.gz`, ….
     let on_the_wire = compression.and_then(BackupCompressionSettings::on_the_wire);
 
+    // A standby cannot switch WAL: its primary, when `primary_conninfo` names it, does
+    // (Barman's `StandbyPostgreSQLConnection`).
+    let mut primary = match (in_recovery, opts.primary) {
+        (true, Some(p)) => Some(Primary::connect(p, sys.system_id).await?),
+        (true, None) => {
+            notify(BackupNotice::Warning(super::standby::no_primary_warning(&req.server)));
+            None
+        }
+        (false, Some(_)) => {
+            notify(BackupNotice::Warning(super::standby::PRIMARY_CONNINFO_IGNORED.into()));
+            None
+        }
+        (false, None) => None,
+    };
+    if let Some(p) = primary.as_mut() {
+        if req.immediate_checkpoint {
+            p.checkpoint_and_wait_for_replay(&mut sql).await;
+        }
+    }
+
     let seg = facts.segment_size.bytes();
-    let current: Lsn = sql_one(&mut sql, "SELECT pg_current_wal_lsn()").await?.parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
+    let position = if in_recovery { "pg_last_wal_replay_lsn()" } else { "pg_current_wal_lsn()" };
+    let current: Lsn = sql_one(&mut sql, &format!("SELECT {position}")).await?.parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
     notify(BackupNotice::StartLsn { lsn: current, wal: segment_of(sys.timeline, current, facts.segment_size)?, offset: current.0 % seg });
 
     *phase = "copying files";
@@ -363,139 +422,107 @@ async fn run(
     let data_dir = req.catalog.backup_data_dir(id);
     let links: BTreeMap<String, PathBuf> =
         facts.tablespaces.iter().map(|t| (t.oid.to_string(), backup_dir.join(t.oid.to_string()))).collect();
-    let opts = BaseBackupOptions {
-        label: format!("barman_{id}"),
-        progress: true,
-        fast_checkpoint: req.immediate_checkpoint,
-        wal: false,
-        wait: true,
-        max_rate: req.bandwidth_limit,
-        // Tar archives cannot hold a usable pg_tblspc link: pg_basebackup asks for the map.
-        tablespace_map: tar_algorithm.is_some(),
-        manifest: true,
-        manifest_checksums: Some("SHA256".into()),
-        verify_checksums: true,
-        compression: compression.and_then(BackupCompressionSettings::server_option),
+    let plan = CopyPlan {
+        options: BaseBackupOptions {
+            label: format!("barman_{id}"),
+            progress: true,
+            fast_checkpoint: req.immediate_checkpoint,
+            wal: false,
+            wait: true,
+            max_rate: req.bandwidth_limit,
+            // Tar archives cannot hold a usable pg_tblspc link: pg_basebackup asks for the map.
+            tablespace_map: tar_algorithm.is_some(),
+            manifest: true,
+            manifest_checksums: Some("SHA256".into()),
+            verify_checksums: true,
+            compression: compression.and_then(BackupCompressionSettings::server_option),
+        },
+        backup_dir: backup_dir.clone(),
+        data_dir: data_dir.clone(),
+        links,
+        tar_algorithm,
+        on_the_wire,
+        compression,
     };
-    if tar_algorithm.is_some() {
-        // As Barman's `_prepare_backup_destination`: data/ and one (here empty) directory per
-        // tablespace, which its pg_basebackup tablespace mapping creates.
-        crate::storage::durable::create_dir_all_durable(&data_dir, 0o700)?;
-        for dir in links.values() {
-            crate::storage::durable::create_dir_all_durable(dir, 0o700)?;
-        }
-    }
     let copy_start = Instant::now();
-    let mut progress = ProgressMeter::default();
-    let mut sink: Option<ArchiveSink> = None;
-    let mut manifest: Vec<u8> = Vec::new();
-    let mut backup_start: Option<(Lsn, TimelineId)> = None;
-    {
-        let mut reader = repl.base_backup(&opts).await?;
-        while let Some(event) = reader.next_event().await? {
-            match event {
-                BaseBackupEvent::Started { lsn, timeline } => backup_start = Some((lsn, timeline)),
-                BaseBackupEvent::Tablespaces(list) => {
-                    progress.total = list.iter().map(|t| t.size_kb.map(|kb| kb * 1024)).sum();
-                }
-                BaseBackupEvent::Progress(done) => {
-                    progress.server_done = done;
-                    progress.report(notify);
-                }
-                BaseBackupEvent::Finished { .. } => {}
-                BaseBackupEvent::ArchiveStart { name, .. } => {
-                    if sink.is_some() {
-                        return Err(BackupError::Invalid(format!("archive {name:?} started inside another")));
-                    }
-                    let unexpected = || BackupError::Invalid(format!("unexpected archive {name:?} from the server"));
-                    // `base.tar` or `<oid>.tar`, plus the server's compression suffix.
-                    let tar_name = name.strip_suffix(on_the_wire.map_or("", ArchiveCompression::suffix)).ok_or_else(unexpected)?;
-                    let target = match tar_name {
-                        "base.tar" => data_dir.clone(),
-                        other => match other.strip_suffix(".tar").filter(|o| links.contains_key(*o)) {
-                            Some(oid) => backup_dir.join(oid),
-                            None => return Err(unexpected()),
-                        },
-                    };
-                    sink = Some(match (tar_algorithm, on_the_wire) {
-                        (Some(algorithm), wire) => {
-                            let input = match (wire, compression) {
-                                (Some(_), _) => ArchiveInput::Store,
-                                (None, c) => ArchiveInput::Compress {
-                                    algorithm,
-                                    level: c.and_then(|c| c.level),
-                                    workers: c.and_then(|c| c.workers),
-                                },
-                            };
-                            ArchiveSink::File(spawn_archive_file(data_dir.join(algorithm.archive_file(tar_name)), input))
-                        }
-                        (None, Some(wire)) => ArchiveSink::Unpack(spawn_plain_extract(target, wire, links.clone())?),
-                        (None, None) => ArchiveSink::Plain(PlainExtractor::new(&target, links.clone())?),
-                    });
-                }
-                BaseBackupEvent::ArchiveData(d) => match sink.as_mut().inspect(|_| {
-                    progress.received += d.len() as u64;
-                    progress.report(notify);
-                }) {
-                    Some(ArchiveSink::Plain(x)) => x.feed(&d)?,
-                    Some(ArchiveSink::File(p)) => p.feed(d).await?,
-                    Some(ArchiveSink::Unpack(p)) => p.feed(d).await?,
-                    None => return Err(BackupError::Invalid("archive data outside an archive".into())),
-                },
-                BaseBackupEvent::ArchiveEnd => match sink.take() {
-                    Some(ArchiveSink::Plain(x)) => {
-                        x.finish()?;
-                    }
-                    Some(ArchiveSink::File(p)) => {
-                        p.finish().await?;
-                    }
-                    Some(ArchiveSink::Unpack(p)) => {
-                        p.finish().await?;
-                    }
-                    None => return Err(BackupError::Invalid("archive end outside an archive".into())),
-                },
-                BaseBackupEvent::ManifestStart | BaseBackupEvent::ManifestEnd => {}
-                BaseBackupEvent::ManifestData(d) => manifest.extend_from_slice(&d),
+    let mut attempt = 0;
+    let mut session = Some(repl);
+    let copied = loop {
+        let result = match session.take() {
+            Some(repl) => copy_once(repl, &plan, primary.as_ref(), notify).await,
+            None => match reconnect(req, sys.system_id).await {
+                Ok(repl) => copy_once(repl, &plan, primary.as_ref(), notify).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(copied) => break copied,
+            Err(e) if attempt < opts.retry.times => {
+                // Barman's `_retry_handler`: say so, remove what was copied, wait, start again.
+                let reason = first_line(&crate::error_chain(&e)).to_owned();
+                tracing::warn!(
+                    server = %req.server, backup = %id, attempt, %reason,
+                    "copy failed; the files copied so far are removed and the copy restarts in {} seconds",
+                    opts.retry.sleep.as_secs()
+                );
+                notify(BackupNotice::CopyRetry { attempt, reason, sleep: opts.retry.sleep });
+                remove_partial_copy(&plan.backup_dir)?;
+                tokio::time::sleep(opts.retry.sleep).await;
+                attempt += 1;
             }
+            Err(e) => return Err(e),
         }
-    }
-    if sink.is_some() {
-        return Err(BackupError::Invalid("the backup stream ended inside an archive".into()));
-    }
-    repl.close().await?;
-    atomic_write(&data_dir.join("backup_manifest"), &manifest, FILE_MODE)?;
-    fsync_dir(&backup_dir)?;
+    };
     let copy_time = copy_start.elapsed().as_secs_f64();
     notify(BackupNotice::CopyDone { seconds: copy_time });
 
     *phase = "finalising the backup";
     notify(BackupNotice::Finalising);
-    let row = sql_row(&mut sql, "SELECT CURRENT_TIMESTAMP, pg_current_wal_lsn(), file_name, file_offset FROM pg_walfile_name_offset(pg_current_wal_lsn())").await?;
-    // As Barman: a restore point named after the backup, a target for `--target-name`
-    // (a standby cannot create one; Barman skips it there too).
-    if sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "f" {
+    let (end_time, end_xlog, end_wal) = if in_recovery {
+        // Barman's `current_xlog_info` on a standby: the last replayed position, which is at
+        // or past where the backup ends. Its WAL file is named here, on the backup's end
+        // timeline, a boundary belonging to the segment it ends (as on a primary).
+        let row = sql_row(&mut sql, "SELECT CURRENT_TIMESTAMP, pg_last_wal_replay_lsn()").await?;
+        let end_xlog: Lsn = row[1].parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
+        let timeline = copied.end.map_or(sys.timeline, |(_, t)| t);
+        let end_wal = segment_of(timeline, Lsn(end_xlog.0.saturating_sub(1)), facts.segment_size)?;
+        // Barman's `stop_backup` through a standby connection: the switch happens on the
+        // primary, completing the segment that holds the end, which then reaches the standby
+        // and the WAL streamers attached to it. No restore point: a standby cannot write one
+        // (Barman skips it there too).
+        if let Some(p) = primary.as_mut() {
+            p.switch_wal().await;
+        }
+        (parse_pg_timestamp(&row[0])?, end_xlog, end_wal)
+    } else {
+        let row = sql_row(&mut sql, "SELECT CURRENT_TIMESTAMP, pg_current_wal_lsn(), file_name, file_offset FROM pg_walfile_name_offset(pg_current_wal_lsn())").await?;
+        // As Barman: a restore point named after the backup, a target for `--target-name`.
         sql_one(&mut sql, &format!("SELECT pg_create_restore_point('barman_{id}')::text")).await?;
         // As Barman's `stop_backup`: close the segment holding the end position, so it is
         // archived now. BASE_BACKUP switched at its end, but any record written since
         // (bgwriter's running-xacts, autovacuum, this restore point) leaves `end_wal` open, and
         // `backup --wait` would wait for whatever fills it next.
         sql_one(&mut sql, "SELECT pg_switch_wal()::text").await?;
-    }
+        let end_xlog: Lsn = row[1].parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
+        let mut end_wal: WalSegmentName = row[2].parse().map_err(|e| BackupError::Invalid(format!("end WAL {}: {e}", row[2])))?;
+        // PostgreSQL 17 changed pg_walfile_name_offset() at a segment boundary: it names the
+        // segment that starts there, where older servers (and Barman's catalog) name the one that
+        // ends there — the segment holding the backup's last WAL. Barman corrects it the same way.
+        if facts.version >= 170000 && end_xlog.0.is_multiple_of(seg) {
+            end_wal = end_wal.prev(facts.segment_size).unwrap_or(end_wal);
+        }
+        (parse_pg_timestamp(&row[0])?, end_xlog, end_wal)
+    };
     sql.close().await?;
-    let end_time: BarmanTimestamp = parse_pg_timestamp(&row[0])?;
-    let end_xlog: Lsn = row[1].parse().map_err(|e| BackupError::Invalid(format!("{e}")))?;
-    let mut end_wal: WalSegmentName = row[2].parse().map_err(|e| BackupError::Invalid(format!("end WAL {}: {e}", row[2])))?;
-    // PostgreSQL 17 changed pg_walfile_name_offset() at a segment boundary: it names the
-    // segment that starts there, where older servers (and Barman's catalog) name the one that
-    // ends there — the segment holding the backup's last WAL. Barman corrects it the same way.
-    if facts.version >= 170000 && end_xlog.0.is_multiple_of(seg) {
-        end_wal = end_wal.prev(facts.segment_size).unwrap_or(end_wal);
+    if let Some(p) = primary {
+        p.close().await;
     }
     info.end_time = Some(end_time);
     info.end_xlog = Some(end_xlog);
     info.end_wal = Some(end_wal);
     info.end_offset = Some(end_xlog.0 % seg);
 
+    let backup_start = copied.start;
     let label = match tar_algorithm {
         None => std::fs::read_to_string(data_dir.join("backup_label"))
             .map_err(|e| StorageError::io(crate::storage::StorageOp::Read, data_dir.join("backup_label"), e))?,
@@ -532,6 +559,163 @@ async fn run(
     info.status = BackupStatus::WaitingForWals;
     info.write(&req.catalog)?;
     Ok(())
+}
+
+/// Where and how each copy attempt writes.
+struct CopyPlan<'a> {
+    options: BaseBackupOptions,
+    backup_dir: PathBuf,
+    data_dir: PathBuf,
+    /// Tablespace OID → its directory in the backup.
+    links: BTreeMap<String, PathBuf>,
+    tar_algorithm: Option<ArchiveCompression>,
+    on_the_wire: Option<ArchiveCompression>,
+    compression: Option<&'a BackupCompressionSettings>,
+}
+
+/// What a successful copy learned from the server.
+struct Copied {
+    /// BASE_BACKUP's start position.
+    start: Option<(Lsn, TimelineId)>,
+    /// BASE_BACKUP's end position.
+    end: Option<(Lsn, TimelineId)>,
+}
+
+/// The replication session for BASE_BACKUP, named `streaming_backup_name`.
+async fn connect_streaming(req: &StreamingBackupRequest) -> Result<Connection, BackupError> {
+    let mut stream_cfg: ConnConfig = req.streaming_conninfo.parse()?;
+    stream_cfg.application_name = Some(req.application_name.clone());
+    Ok(Connection::connect(&stream_cfg, SessionKind::Physical).await?)
+}
+
+/// A new replication session for a retried copy, still on the same system (a failover
+/// between attempts must not mix two clusters in one backup).
+async fn reconnect(req: &StreamingBackupRequest, expected: SystemId) -> Result<Connection, BackupError> {
+    let mut repl = connect_streaming(req).await?;
+    let sys = repl.identify_system().await?;
+    if sys.system_id != expected {
+        return Err(BackupError::ForeignSystem { expected: expected.to_string(), found: sys.system_id.to_string() });
+    }
+    Ok(repl)
+}
+
+/// Barman's `_prepare_backup_destination` before a retry: what the failed attempt wrote goes.
+fn remove_partial_copy(backup_dir: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_dir_all(backup_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(crate::storage::StorageOp::Remove, backup_dir, e)),
+    }
+}
+
+/// One BASE_BACKUP on `repl`, written as `plan` says, every file durable when it returns.
+async fn copy_once(
+    mut repl: Connection,
+    plan: &CopyPlan<'_>,
+    primary: Option<&Primary>,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<Copied, BackupError> {
+    if plan.tar_algorithm.is_some() {
+        // As Barman's `_prepare_backup_destination`: data/ and one (here empty) directory per
+        // tablespace, which its pg_basebackup tablespace mapping creates.
+        crate::storage::durable::create_dir_all_durable(&plan.data_dir, 0o700)?;
+        for dir in plan.links.values() {
+            crate::storage::durable::create_dir_all_durable(dir, 0o700)?;
+        }
+    }
+    let mut progress = ProgressMeter::default();
+    let mut sink: Option<ArchiveSink> = None;
+    let mut manifest: Vec<u8> = Vec::new();
+    let mut backup_start: Option<(Lsn, TimelineId)> = None;
+    let mut backup_end: Option<(Lsn, TimelineId)> = None;
+    let mut switcher = None;
+    let mut sink_is_base = false;
+    {
+        let mut reader = repl.base_backup(&plan.options).await?;
+        while let Some(event) = reader.next_event().await? {
+            match event {
+                BaseBackupEvent::Started { lsn, timeline } => backup_start = Some((lsn, timeline)),
+                BaseBackupEvent::Tablespaces(list) => {
+                    progress.total = list.iter().map(|t| t.size_kb.map(|kb| kb * 1024)).sum();
+                }
+                BaseBackupEvent::Progress(done) => {
+                    progress.server_done = done;
+                    progress.report(notify);
+                }
+                BaseBackupEvent::Finished { lsn, timeline } => backup_end = Some((lsn, timeline)),
+                BaseBackupEvent::ArchiveStart { name, .. } => {
+                    if sink.is_some() {
+                        return Err(BackupError::Invalid(format!("archive {name:?} started inside another")));
+                    }
+                    let unexpected = || BackupError::Invalid(format!("unexpected archive {name:?} from the server"));
+                    // `base.tar` or `<oid>.tar`, plus the server's compression suffix.
+                    let tar_name = name.strip_suffix(plan.on_the_wire.map_or("", ArchiveCompression::suffix)).ok_or_else(unexpected)?;
+                    sink_is_base = tar_name == "base.tar";
+                    let target = match tar_name {
+                        "base.tar" => plan.data_dir.clone(),
+                        other => match other.strip_suffix(".tar").filter(|o| plan.links.contains_key(*o)) {
+                            Some(oid) => plan.backup_dir.join(oid),
+                            None => return Err(unexpected()),
+                        },
+                    };
+                    sink = Some(match (plan.tar_algorithm, plan.on_the_wire) {
+                        (Some(algorithm), wire) => {
+                            let input = match (wire, plan.compression) {
+                                (Some(_), _) => ArchiveInput::Store,
+                                (None, c) => ArchiveInput::Compress {
+                                    algorithm,
+                                    level: c.and_then(|c| c.level),
+                                    workers: c.and_then(|c| c.workers),
+                                },
+                            };
+                            ArchiveSink::File(spawn_archive_file(plan.data_dir.join(algorithm.archive_file(tar_name)), input))
+                        }
+                        (None, Some(wire)) => ArchiveSink::Unpack(spawn_plain_extract(target, wire, plan.links.clone())?),
+                        (None, None) => ArchiveSink::Plain(PlainExtractor::new(&target, plan.links.clone())?),
+                    });
+                }
+                BaseBackupEvent::ArchiveData(d) => match sink.as_mut().inspect(|_| {
+                    progress.received += d.len() as u64;
+                    progress.report(notify);
+                }) {
+                    Some(ArchiveSink::Plain(x)) => x.feed(&d)?,
+                    Some(ArchiveSink::File(p)) => p.feed(d).await?,
+                    Some(ArchiveSink::Unpack(p)) => p.feed(d).await?,
+                    None => return Err(BackupError::Invalid("archive data outside an archive".into())),
+                },
+                BaseBackupEvent::ArchiveEnd => {
+                    match sink.take() {
+                        Some(ArchiveSink::Plain(x)) => {
+                            x.finish()?;
+                        }
+                        Some(ArchiveSink::File(p)) => {
+                            p.finish().await?;
+                        }
+                        Some(ArchiveSink::Unpack(p)) => {
+                            p.finish().await?;
+                        }
+                        None => return Err(BackupError::Invalid("archive end outside an archive".into())),
+                    }
+                    // The main archive comes last; then the server stops the backup, and a
+                    // standby with `archive_mode = always` waits there until its WAL is
+                    // archived — which takes WAL switches on the primary.
+                    if let (Some(p), None, true) = (primary, &switcher, sink_is_base) {
+                        switcher = Some(p.spawn_switcher());
+                    }
+                }
+                BaseBackupEvent::ManifestStart | BaseBackupEvent::ManifestEnd => {}
+                BaseBackupEvent::ManifestData(d) => manifest.extend_from_slice(&d),
+            }
+        }
+    }
+    drop(switcher);
+    if sink.is_some() {
+        return Err(BackupError::Invalid("the backup stream ended inside an archive".into()));
+    }
+    repl.close().await?;
+    atomic_write(&plan.data_dir.join("backup_manifest"), &manifest, FILE_MODE)?;
+    fsync_dir(&plan.backup_dir)?;
+    Ok(Copied { start: backup_start, end: backup_end })
 }
 
 /// How far the copy is, reported a few times a second at most.

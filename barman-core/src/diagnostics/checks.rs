@@ -18,10 +18,12 @@
 //!   always installed and is compatible with PostgreSQL 13 to 18. Hints say `built-in`
 //!   where Barman gives the program's version.
 //! - A new check, `unsupported options`, fails when the configuration asks for something
-//!   barman-rs does not implement (another backup method, encryption, a passive node, …),
+//!   barman-rs does not implement (another backup method, encryption, …),
 //!   rather than silently doing something else. It is shown only when it fails.
-//! - Standby backups (`primary_conninfo`) and WAL-specific connections (`wal_conninfo`,
-//!   `wal_streaming_conninfo`) are reported as unsupported options instead of being checked.
+//! - WAL-specific connections (`wal_conninfo`, `wal_streaming_conninfo`) are reported as
+//!   unsupported options instead of being checked.
+//! - `Primary server is not a standby` fails, with the reason, when `primary_conninfo` cannot
+//!   be reached (Barman passes it and fails only the system ID check).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,7 +83,28 @@ impl ServerCheck {
     pub fn counts_as_failure(&self) -> bool {
         self.active && self.failed()
     }
+
+    /// The failed checks that stop a backup: all but Barman's [`NON_CRITICAL`] ones.
+    pub fn critical_failures(&self) -> impl Iterator<Item = &CheckResult> {
+        self.results.iter().filter(|r| !r.ok && !NON_CRITICAL.contains(&r.name.as_str()))
+    }
 }
+
+/// The checks whose failure does not stop a backup (Barman's `CheckStrategy.NON_CRITICAL_CHECKS`,
+/// `barman/server.py`): a FAILED earlier backup, say, must not prevent the next one.
+pub const NON_CRITICAL: [&str; 11] = [
+    "minimum redundancy requirements",
+    "backup maximum age",
+    "backup minimum size",
+    "failed backups",
+    "archiver errors",
+    "empty incoming directory",
+    "empty streaming directory",
+    "incoming WALs directory",
+    "streaming WALs directory",
+    "wal maximum age",
+    "PostgreSQL server is standby",
+];
 
 /// Inputs of [`evaluate`] that are not facts of the server.
 #[derive(Debug, Clone)]
@@ -118,10 +141,26 @@ pub async fn run(
             ..Default::default()
         }),
         streaming: None,
+        primary: None,
     });
     let catalog = CatalogView::read(global, cfg);
     let ctx = CheckContext { now: SystemTime::now(), directories, timed_out };
-    ServerCheck { server: cfg.name.clone(), active: cfg.active, disabled: cfg.disabled, results: evaluate(cfg, &live, &catalog, &ctx) }
+    let mut results = evaluate(cfg, &live, &catalog, &ctx);
+    // A passive node's executor check (ssh to the primary Barman) follows the backup
+    // manager's, as in Barman.
+    if cfg.is_passive() {
+        let passive = cfg.clone();
+        let ssh = tokio::task::spawn_blocking(move || crate::sync::passive::ssh_check(&passive)).await.unwrap_or_default();
+        let at = results.iter().position(|r| r.name == "minimum redundancy requirements").map_or(results.len(), |i| i + 1);
+        results.splice(at..at, ssh);
+    } else if cfg.backup_method == BackupMethod::Rsync {
+        // So is the rsync executor's (ssh to the PostgreSQL host).
+        let server = cfg.clone();
+        let ssh = tokio::task::spawn_blocking(move || crate::backup::rsync::ssh_check(&server)).await.unwrap_or_default();
+        let at = results.iter().position(|r| r.name == "minimum redundancy requirements").map_or(results.len(), |i| i + 1);
+        results.splice(at..at, ssh);
+    }
+    ServerCheck { server: cfg.name.clone(), active: cfg.active, disabled: cfg.disabled, results }
 }
 
 /// Barman's `_make_directories`: every `*_directory` of the server that does not exist.
@@ -173,7 +212,7 @@ fn epoch(t: SystemTime) -> f64 {
 /// The options barman-rs does not implement, with what is set (empty when all is well).
 pub fn unsupported_options(cfg: &ServerConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if cfg.backup_method != BackupMethod::Postgres {
+    if !matches!(cfg.backup_method, BackupMethod::Postgres | BackupMethod::Rsync) {
         out.push(format!("backup_method = {}", cfg.backup_method));
     }
     if let Some(e) = cfg.encryption {
@@ -187,8 +226,6 @@ pub fn unsupported_options(cfg: &ServerConfig) -> Vec<String> {
         }
     }
     for (name, set) in [
-        ("primary_ssh_command", cfg.primary_ssh_command.is_some()),
-        ("primary_conninfo", cfg.primary_conninfo.is_some()),
         ("wal_conninfo", cfg.wal_conninfo.is_some()),
         ("wal_streaming_conninfo", cfg.wal_streaming_conninfo.is_some()),
         ("snapshot_provider", cfg.snapshot_provider.is_some()),
@@ -452,6 +489,39 @@ fn check_postgres(out: &mut Vec<CheckResult>, cfg: &ServerConfig, live: &LiveFac
         let ok = level != "minimal";
         out.push(CheckResult::new("wal_level", ok, (!ok).then(|| "please set it to a higher level than 'minimal'".to_owned())));
     }
+    if cfg.primary_conninfo.is_some() {
+        check_standby(out, pg, live.primary.as_ref());
+    }
+}
+
+/// Barman's `_check_standby`: `conninfo` is a standby, `primary_conninfo` its primary.
+fn check_standby(out: &mut Vec<CheckResult>, standby: &facts::PostgresFacts, primary: Option<&facts::PrimaryFacts>) {
+    let is_standby = standby.is_in_recovery == Some(true);
+    out.push(CheckResult::new(
+        "PostgreSQL server is standby",
+        is_standby,
+        (!is_standby).then(|| "conninfo should point to a standby server if primary_conninfo is set".to_owned()),
+    ));
+    // Barman has no primary connection to check once conninfo is not a standby.
+    if !is_standby {
+        return;
+    }
+    let primary = primary.cloned().unwrap_or_default();
+    let (ok, hint) = match (&primary.connection_error, primary.is_in_recovery) {
+        (Some(e), _) => (false, Some(format!("cannot connect to primary_conninfo: {e}"))),
+        (None, Some(true)) => (false, Some("primary_conninfo should point to a primary server, not a standby".to_owned())),
+        (None, _) => (true, None),
+    };
+    out.push(CheckResult::new("Primary server is not a standby", ok, hint));
+    let same = primary.systemid.is_some() && primary.systemid == standby.postgres_systemid;
+    out.push(CheckResult::new(
+        "Primary and standby have same system ID",
+        same,
+        (!same).then(|| {
+            "primary_conninfo and conninfo should point to primary and standby servers which share the same system identifier"
+                .to_owned()
+        }),
+    ));
 }
 
 fn compatible(tool: &str, streaming: &facts::StreamingFacts) -> CheckResult {
@@ -559,7 +629,7 @@ mod tests {
             server_txt_version: Some("15.18".into()),
             ..Default::default()
         };
-        LiveFacts { postgres: Some(pg), streaming: Some(streaming) }
+        LiveFacts { postgres: Some(pg), streaming: Some(streaming), primary: None }
     }
 
     fn good_catalog() -> CatalogView {
@@ -633,6 +703,7 @@ mod tests {
         let live = LiveFacts {
             postgres: Some(PostgresFacts { connection_error: Some("cannot connect".into()), ..Default::default() }),
             streaming: Some(StreamingFacts { connection_error: Some("cannot connect".into()), ..Default::default() }),
+            primary: None,
         };
         let mut catalog = good_catalog();
         catalog.receive_wal_running = false;
@@ -673,13 +744,42 @@ mod tests {
 
     #[test]
     fn empty_catalog_and_unsupported_options() {
-        let cfg = server("backup_method = rsync\nminimum_redundancy = 1\n");
+        let cfg = server("backup_method = local-rsync\nminimum_redundancy = 1\n");
         let got = lines(&evaluate(&cfg, &good_facts(), &CatalogView::default(), &ctx()));
         assert_eq!(got[0], "WAL archive: FAILED (please make sure WAL shipping is setup)");
-        assert!(got.contains(&"unsupported options: FAILED (not implemented by barman-rs: backup_method = rsync)".to_owned()));
+        assert!(got.contains(&"unsupported options: FAILED (not implemented by barman-rs: backup_method = local-rsync)".to_owned()));
         assert!(got.contains(&"minimum redundancy requirements: FAILED (have 0 non-incremental backups, expected at least 1)".to_owned()));
         assert!(got.contains(&"systemid coherence: OK (no system Id stored on disk)".to_owned()));
         assert!(!got.iter().any(|l| l.starts_with("pg_basebackup")));
+    }
+
+    #[test]
+    fn standby_checks_as_barmans() {
+        let cfg = server("primary_conninfo = host=primary\n");
+        let mut live = good_facts();
+        live.postgres.as_mut().expect("pg").is_in_recovery = Some(true);
+        live.primary = Some(facts::PrimaryFacts { is_in_recovery: Some(false), systemid: Some("42".into()), ..Default::default() });
+        let got = lines(&evaluate(&cfg, &live, &good_catalog(), &ctx()));
+        let at = got.iter().position(|l| l == "wal_level: OK").expect("wal_level");
+        assert_eq!(
+            got[at + 1..at + 4],
+            ["PostgreSQL server is standby: OK", "Primary server is not a standby: OK", "Primary and standby have same system ID: OK"]
+        );
+        assert!(!got.iter().any(|l| l.starts_with("unsupported options")), "{got:#?}");
+
+        live.primary = Some(facts::PrimaryFacts { is_in_recovery: Some(true), systemid: Some("43".into()), ..Default::default() });
+        let got = lines(&evaluate(&cfg, &live, &good_catalog(), &ctx()));
+        assert!(got.contains(&"Primary server is not a standby: FAILED (primary_conninfo should point to a primary server, not a standby)".to_owned()));
+        assert!(got.contains(&"Primary and standby have same system ID: FAILED (primary_conninfo and conninfo should point to primary and standby servers which share the same system identifier)".to_owned()));
+
+        live.primary = Some(facts::PrimaryFacts { connection_error: Some("connection refused".into()), ..Default::default() });
+        let got = lines(&evaluate(&cfg, &live, &good_catalog(), &ctx()));
+        assert!(got.contains(&"Primary server is not a standby: FAILED (cannot connect to primary_conninfo: connection refused)".to_owned()));
+
+        live.postgres.as_mut().expect("pg").is_in_recovery = Some(false);
+        let got = lines(&evaluate(&cfg, &live, &good_catalog(), &ctx()));
+        assert!(got.contains(&"PostgreSQL server is standby: FAILED (conninfo should point to a standby server if primary_conninfo is set)".to_owned()));
+        assert!(!got.iter().any(|l| l.starts_with("Primary")), "{got:#?}");
     }
 
     #[test]

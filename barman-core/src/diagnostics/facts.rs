@@ -140,6 +140,17 @@ impl StreamingFacts {
     }
 }
 
+/// What a session on `primary_conninfo` learned (Barman's `StandbyPostgreSQLConnection.primary`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrimaryFacts {
+    /// Why the session could not be opened, if it could not.
+    pub connection_error: Option<String>,
+    /// `pg_is_in_recovery()` on the primary.
+    pub is_in_recovery: Option<bool>,
+    /// `pg_control_system().system_identifier` of the primary.
+    pub systemid: Option<String>,
+}
+
 /// Everything known live about one server.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveFacts {
@@ -148,6 +159,8 @@ pub struct LiveFacts {
     /// The replication session's facts (only for `backup_method = postgres` or
     /// `streaming_archiver = on`, as in Barman).
     pub streaming: Option<StreamingFacts>,
+    /// The primary's facts (only with `primary_conninfo`).
+    pub primary: Option<PrimaryFacts>,
 }
 
 /// How to read a conninfo: the environment lookup for `PG*` variables.
@@ -171,7 +184,26 @@ pub async fn gather(cfg: &ServerConfig, env: EnvLookup<'_>, timeout: Duration) -
         })),
         _ => None,
     };
-    LiveFacts { postgres, streaming }
+    let primary = match &cfg.primary_conninfo {
+        Some(conninfo) => Some(bounded(timeout, primary_facts(conninfo, env)).await.unwrap_or_else(|| {
+            PrimaryFacts { connection_error: Some(timed_out(timeout)), ..Default::default() }
+        })),
+        None => None,
+    };
+    LiveFacts { postgres, streaming, primary }
+}
+
+async fn primary_facts(conninfo: &str, env: EnvLookup<'_>) -> PrimaryFacts {
+    let mut conn = match connect_sql(conninfo, env).await {
+        Ok(c) => c,
+        Err(e) => return PrimaryFacts { connection_error: Some(e), ..Default::default() },
+    };
+    let row = row(&mut conn, "SELECT pg_is_in_recovery(), system_identifier::text FROM pg_control_system()").await;
+    let _ = conn.close().await;
+    match row {
+        Some(mut r) => PrimaryFacts { connection_error: None, systemid: r.pop().flatten(), is_in_recovery: pg_bool(r.pop().flatten()) },
+        None => PrimaryFacts { connection_error: Some("cannot read pg_is_in_recovery() and the system identifier".into()), ..Default::default() },
+    }
 }
 
 fn timed_out(timeout: Duration) -> String {

@@ -23,7 +23,8 @@
 //!
 //! - a remote destination (`--remote-ssh-command`, [`remote`]): the base backup is sent with
 //!   rsync over the ssh command (a compressed backup is first unpacked into
-//!   `<staging_path>/barman-decompress<pid>`), the WAL is decompressed into a local scratch
+//!   `<staging_path>/barman-decompress<pid>`, or, with `staging_location = remote`, sent
+//!   as it is and unpacked by the recovery host's `tar`), the WAL is decompressed into a local scratch
 //!   directory and sent, and the configuration files are fetched from the destination,
 //!   edited here and sent back with `recovery.signal` and `.barman-recover.info` — Barman's
 //!   `MainRecoveryExecutor`. Everything on the remote host is written by the ssh user;
@@ -43,6 +44,7 @@ use std::time::Instant;
 
 use crate::backup::compressed::{extract_archive, ArchiveCompression, ArchiveError};
 use crate::compression::{Compression, WalCompression};
+use crate::config::StagingLocation;
 use crate::catalog::{xlogdb, BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, ServerCatalog, XlogDbEntry};
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
 use crate::storage::{StorageError, StorageOp};
@@ -537,8 +539,9 @@ fn restore_base_local(
 /// directory sent with rsync (leaving out `pg_wal/*`, `pg_log/*`, `log/*`, `postmaster.pid`,
 /// `recovery.conf`, `tablespace_map` and the `pg_tblspc` links), the manifest sent as
 /// `backup_manifest.<ID>`, the links made remotely. A compressed backup is unpacked into
-/// `<staging_path>/barman-decompress<pid>` first (Barman's `DecompressOperation` with
-/// `staging_location = local`), which is removed afterwards.
+/// `<staging_path>/barman-decompress<pid>` here first (Barman's `DecompressOperation` with
+/// `staging_location = local`), which is removed afterwards; with `staging_location =
+/// remote` it is unpacked on the recovery host instead ([`unpack_on_remote`]).
 fn restore_base_remote(
     r: &remote::Remote<'_>,
     opts: &RemoteOptions,
@@ -548,25 +551,32 @@ fn restore_base_remote(
 ) -> Result<(), RecoveryError> {
     let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
     let data = catalog.backup_data_dir(id);
-    let staging;
-    let (pgdata_src, ts_src): (PathBuf, Vec<PathBuf>) = match archived {
-        None => (data.clone(), locations.iter().map(|(ts, _)| catalog.backup_dir(id).join(ts.oid.to_string())).collect()),
-        Some(algorithm) => {
-            staging = remote::ScratchDir::create(opts.staging_path.join(format!("barman-decompress{}", std::process::id())))?;
-            let staged: Vec<(&crate::catalog::Tablespace, PathBuf)> =
-                locations.iter().map(|(ts, _)| (*ts, staging.path().join(ts.oid.to_string()))).collect();
-            unpack_archives(&data, algorithm, &staging.path().join("data"), &staged, req.jobs)?;
-            (staging.path().join("data"), staged.into_iter().map(|(_, p)| p).collect())
-        }
-    };
     let mut dirs: Vec<&Path> = vec![dest.as_path()];
     dirs.extend(locations.iter().map(|(_, l)| l.as_path()));
-    r.make_dirs(&dirs)?;
-    for ((ts, location), src) in locations.iter().zip(&ts_src) {
-        let bwlimit = opts.tablespace_bwlimit.get(&ts.name).copied().or(opts.bwlimit);
-        r.push_tree(src, location, &|_| false, req.jobs, bwlimit)?;
+    match archived {
+        Some(algorithm) if opts.staging_location == StagingLocation::Remote => {
+            unpack_on_remote(r, opts, req, algorithm, locations, &dirs)?;
+        }
+        _ => {
+            let staging;
+            let (pgdata_src, ts_src): (PathBuf, Vec<PathBuf>) = match archived {
+                None => (data.clone(), locations.iter().map(|(ts, _)| catalog.backup_dir(id).join(ts.oid.to_string())).collect()),
+                Some(algorithm) => {
+                    staging = remote::ScratchDir::create(opts.staging_path.join(format!("barman-decompress{}", std::process::id())))?;
+                    let staged: Vec<(&crate::catalog::Tablespace, PathBuf)> =
+                        locations.iter().map(|(ts, _)| (*ts, staging.path().join(ts.oid.to_string()))).collect();
+                    unpack_archives(&data, algorithm, &staging.path().join("data"), &staged, req.jobs)?;
+                    (staging.path().join("data"), staged.into_iter().map(|(_, p)| p).collect())
+                }
+            };
+            r.make_dirs(&dirs)?;
+            for ((ts, location), src) in locations.iter().zip(&ts_src) {
+                let bwlimit = opts.tablespace_bwlimit.get(&ts.name).copied().or(opts.bwlimit);
+                r.push_tree(src, location, &|_| false, req.jobs, bwlimit)?;
+            }
+            r.push_tree(&pgdata_src, dest, &excluded_from_pgdata, req.jobs, opts.bwlimit)?;
+        }
     }
-    r.push_tree(&pgdata_src, dest, &excluded_from_pgdata, req.jobs, opts.bwlimit)?;
     if data.join("backup_manifest").exists() {
         r.push_file(&data.join("backup_manifest"), &dest.join(format!("backup_manifest.{id}")), opts.bwlimit)?;
     }
@@ -578,6 +588,78 @@ fn restore_base_remote(
     }
     r.shell(&script.join(" && "))?;
     Ok(())
+}
+
+/// `staging_location = remote`, Barman's pipeline with the rsync copy first: the backup
+/// directory, as it is in the catalog, sent to `<staging_path>/barman-rsync-copy<pid>/<ID>/`
+/// on the recovery host (`staging_path` is a path there), then each archive unpacked by that
+/// host's `tar` straight into its final place (`DecompressOperation` as the last step, run
+/// through the ssh command), at most `jobs` at once; the staging directory is removed
+/// afterwards, also when a step failed. `tar` and the decompressor must be on the remote
+/// PATH: checked first, so a missing one is named before anything is sent.
+fn unpack_on_remote(
+    r: &remote::Remote<'_>,
+    opts: &RemoteOptions,
+    req: &RecoveryRequest,
+    algorithm: ArchiveCompression,
+    locations: &[(&crate::catalog::Tablespace, PathBuf)],
+    dirs: &[&Path],
+) -> Result<(), RecoveryError> {
+    let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
+    let mut programs = vec!["tar"];
+    programs.extend(remote::decompressor(algorithm));
+    r.require_programs(
+        &programs,
+        &format!("unpack a {}-compressed backup in its staging path (staging_location = remote)", algorithm.name()),
+    )?;
+    let q = |p: &Path| remote::shell_quote(&p.to_string_lossy());
+    let staging = opts.staging_path.join(format!("barman-rsync-copy{}", std::process::id()));
+    tracing::info!(
+        "staging_location = remote: sending backup {id} to {} on the recovery host, to be unpacked there",
+        staging.display()
+    );
+    r.shell(&format!("rm -rf {s} && mkdir -p -m 700 {s}", s = q(&staging)))?;
+    let result = (|| {
+        let copy = staging.join(id.to_string());
+        r.push_tree(&catalog.backup_dir(id), &copy, &|_| false, req.jobs, opts.bwlimit)?;
+        r.make_dirs(dirs)?;
+        let data = copy.join("data");
+        let mut work =
+            vec![(data.join(algorithm.archive_file("base.tar")), dest.clone(), &["recovery.conf", "tablespace_map"][..])];
+        for (ts, location) in locations {
+            work.push((data.join(algorithm.archive_file(&format!("{}.tar", ts.oid))), location.clone(), &[][..]));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failure: std::sync::Mutex<Option<RecoveryError>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..req.jobs.clamp(1, work.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((archive, target, exclude)) = work.get(i) else { break };
+                    if failure.lock().expect("no panics while held").is_some() {
+                        break;
+                    }
+                    if let Err(e) = r.shell(&remote::untar_command(algorithm, archive, target, exclude)) {
+                        let why = match e {
+                            RecoveryError::Remote { why, .. } => why,
+                            other => other.to_string(),
+                        };
+                        let what = format!("Error decompressing {} into {} on the recovery host", archive.display(), target.display());
+                        failure.lock().expect("no panics while held").get_or_insert(RecoveryError::Remote { what, why });
+                        break;
+                    }
+                });
+            }
+        });
+        match failure.into_inner().expect("threads joined") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })();
+    if let Err(e) = r.shell(&format!("rm -rf {}", q(&staging))) {
+        tracing::warn!("Staging path cleanup operation failed to delete {}: {e}", staging.display());
+    }
+    result
 }
 
 /// What Barman leaves out of a data directory it sends (relative paths).

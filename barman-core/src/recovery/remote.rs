@@ -8,14 +8,15 @@
 //!
 //! A tree is sent in two passes, like Barman's copy controller: the directories first
 //! (`--dirs`, no recursion), then the files, shared out biggest first to `jobs` rsync
-//! processes running at once, each given its list on stdin (`--files-from=-`).
+//! processes running at once, each given its list on stdin (`--files-from=-`). Running the
+//! ssh and rsync commands is [`crate::ssh`]'s, shared with the rsync backup.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::RecoveryError;
+use crate::backup::compressed::ArchiveCompression;
 use crate::storage::{StorageError, StorageOp};
 
 /// How to reach the destination host.
@@ -30,23 +31,23 @@ pub struct RemoteOptions {
     pub tablespace_bwlimit: std::collections::BTreeMap<String, u64>,
     /// `network_compression`: rsync `-z`.
     pub network_compression: bool,
-    /// Where a compressed backup is unpacked before it is sent (`staging_path`, or the
-    /// deprecated `recovery_staging_path`; Barman's default `/tmp`): a directory
-    /// `barman-decompress<pid>` is made there and removed afterwards.
+    /// Where a compressed backup is unpacked (`staging_path`, or the deprecated
+    /// `recovery_staging_path`; Barman's default `/tmp`): a directory made there and
+    /// removed afterwards, `barman-decompress<pid>` on this host, or
+    /// `barman-rsync-copy<pid>` on the recovery host (see `staging_location`).
     pub staging_path: PathBuf,
+    /// `staging_location`: where `staging_path` is. `Local`: a compressed backup is
+    /// unpacked here and the files are sent; `Remote`: the archives are sent into the
+    /// staging path on the recovery host and unpacked there with its `tar` (Barman's
+    /// pipeline with the rsync copy first).
+    pub staging_location: crate::config::StagingLocation,
     /// Extra attempts for a failed rsync (`basebackup_retry_times`, `--retry-times`).
     pub retry_times: u32,
     /// Pause between attempts (`basebackup_retry_sleep`, `--retry-sleep`).
     pub retry_sleep: Duration,
 }
 
-/// Quotes `s` for a POSIX shell (left bare when it is made of safe characters only).
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b)) {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub use crate::ssh::shell_quote;
 
 /// The state of the destination directory on the remote host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,20 +82,8 @@ impl<'a> Remote<'a> {
 
     /// Runs `script` on the remote host; returns its standard output.
     pub fn shell(&self, script: &str) -> Result<String, RecoveryError> {
-        let line = format!("{} {}", self.opts.ssh_command, shell_quote(script));
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| RecoveryError::Remote { what: format!("cannot run {line}"), why: e.to_string() })?;
-        if !out.status.success() {
-            return Err(RecoveryError::Remote {
-                what: format!("remote command failed: {line}"),
-                why: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::ssh::remote_shell(&self.opts.ssh_command, script)
+            .map_err(|e| RecoveryError::Remote { what: "remote command failed".into(), why: crate::error_chain(&e) })
     }
 
     /// What is at `dir` on the remote host.
@@ -132,7 +121,7 @@ impl<'a> Remote<'a> {
         jobs: usize,
         bwlimit: Option<u64>,
     ) -> Result<(), RecoveryError> {
-        let (dirs, mut files) = walk(src, skip)?;
+        let (dirs, files) = walk(src, skip)?;
         let mut list = String::from(".\n");
         for d in &dirs {
             list.push_str(&d.to_string_lossy());
@@ -141,19 +130,13 @@ impl<'a> Remote<'a> {
         let src_arg = format!("{}/", src.display());
         let dst_arg = format!(":{}/", dst.display());
         self.rsync(&["--no-recursive", "--dirs", "--files-from=-"], &src_arg, &dst_arg, Some(&list), bwlimit)?;
-        // Biggest first, each to the bucket holding the fewest bytes so far.
-        files.sort_by_key(|f| std::cmp::Reverse(f.0));
-        let n = jobs.clamp(1, files.len().max(1));
-        let mut buckets: Vec<(u64, String)> = vec![(0, String::new()); n];
-        for (size, rel) in &files {
-            let b = buckets.iter_mut().min_by_key(|b| b.0).expect("at least one bucket");
-            b.0 += size;
-            b.1.push_str(&rel.to_string_lossy());
-            b.1.push('\n');
-        }
+        let lists: Vec<String> = crate::ssh::share_out(files, jobs)
+            .into_iter()
+            .map(|bucket| bucket.iter().map(|rel| format!("{}\n", rel.to_string_lossy())).collect())
+            .collect();
         let failure: std::sync::Mutex<Option<RecoveryError>> = std::sync::Mutex::new(None);
         std::thread::scope(|s| {
-            for (_, list) in buckets.iter().filter(|b| !b.1.is_empty()) {
+            for list in &lists {
                 let (src_arg, dst_arg, failure) = (&src_arg, &dst_arg, &failure);
                 s.spawn(move || {
                     if let Err(e) = self.rsync(&["--files-from=-"], src_arg, dst_arg, Some(list), bwlimit) {
@@ -180,6 +163,22 @@ impl<'a> Remote<'a> {
         self.rsync(&["--files-from=-"], &src, &dst, Some(&list), bwlimit)
     }
 
+    /// Fails with a clear message unless each of `programs` is on the remote PATH.
+    pub fn require_programs(&self, programs: &[&str], why: &str) -> Result<(), RecoveryError> {
+        let script: Vec<String> = programs
+            .iter()
+            .map(|p| format!("command -v {q} >/dev/null 2>&1 || echo {q}", q = shell_quote(p)))
+            .collect();
+        let missing: Vec<String> = self.shell(&script.join("; "))?.split_whitespace().map(str::to_owned).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(RecoveryError::Remote {
+            what: format!("the recovery host cannot {why}"),
+            why: format!("{} not found on its PATH (ssh command: {})", missing.join(", "), self.opts.ssh_command),
+        })
+    }
+
     /// Fetches those of `names` (relative to the remote `src_dir`) that exist into the local
     /// `dst_dir`.
     pub fn fetch_files(&self, src_dir: &Path, names: &[String], dst_dir: &Path) -> Result<(), RecoveryError> {
@@ -188,45 +187,15 @@ impl<'a> Remote<'a> {
         self.rsync(&["--ignore-missing-args", "--files-from=-"], &src, &dst, Some(&list), self.opts.bwlimit)
     }
 
-    /// One rsync run (retried as configured); exit 24 (files vanished) counts as success,
-    /// as in Barman.
+    /// One rsync run (retried as configured; vanished files are not failures, as in Barman).
     fn rsync(&self, extra: &[&str], src: &str, dst: &str, stdin: Option<&str>, bwlimit: Option<u64>) -> Result<(), RecoveryError> {
-        let mut cmd = Command::new("rsync");
-        cmd.args(["-rLKpts", "--delete-excluded", "--inplace", "-e", &self.opts.ssh_command]);
-        if self.opts.network_compression {
-            cmd.arg("-z");
-        }
-        if let Some(kbps) = bwlimit.filter(|&b| b > 0) {
-            cmd.arg(format!("--bwlimit={kbps}"));
-        }
-        cmd.args(extra).arg(src).arg(dst);
-        let mut attempt = 0;
-        loop {
-            match run(&mut cmd, stdin) {
-                Ok(()) => return Ok(()),
-                Err(why) if attempt < self.opts.retry_times => {
-                    attempt += 1;
-                    tracing::warn!("rsync {src} {dst} failed ({why}); attempt {attempt} of {} in {:?}", self.opts.retry_times, self.opts.retry_sleep);
-                    std::thread::sleep(self.opts.retry_sleep);
-                }
-                Err(why) => {
-                    return Err(RecoveryError::Remote { what: format!("data transfer failure (rsync {src} {dst})"), why });
-                }
-            }
-        }
-    }
-}
-
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<(), String> {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(|e| format!("writing the file list to rsync: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("waiting for rsync: {e}"))?;
-    match out.status.code() {
-        Some(0 | 24) => Ok(()),
-        _ => Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())),
+        let o = self.opts;
+        let rsync = crate::ssh::Rsync::new(&o.ssh_command, o.network_compression, o.retry_times, o.retry_sleep);
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).chain([src.to_owned(), dst.to_owned()]).collect();
+        rsync.run(&args, stdin, bwlimit).map(drop).map_err(|e| RecoveryError::Remote {
+            what: format!("data transfer failure (rsync {src} {dst})"),
+            why: crate::error_chain(&e),
+        })
     }
 }
 
@@ -258,6 +227,37 @@ fn walk(src: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<Listing, StorageErro
         }
     }
     Ok((dirs, files))
+}
+
+/// The program `tar` needs on the recovery host to read an archive of `algorithm`
+/// (`tar -z` runs `gzip`), if any.
+pub fn decompressor(algorithm: ArchiveCompression) -> Option<&'static str> {
+    match algorithm {
+        ArchiveCompression::Gzip => Some("gzip"),
+        ArchiveCompression::Lz4 => Some("lz4"),
+        ArchiveCompression::Zstd => Some("zstd"),
+        ArchiveCompression::None => None,
+    }
+}
+
+/// The shell command that unpacks `archive` into `dir` on the recovery host, leaving out
+/// the members `exclude` names: Barman's `GZipCompression`/`LZ4Compression`/
+/// `ZSTDCompression.decompress` (`tar -xzf`, `tar --use-compress-program lz4|zstd -xf`).
+pub fn untar_command(algorithm: ArchiveCompression, archive: &Path, dir: &Path, exclude: &[&str]) -> String {
+    let mode = match decompressor(algorithm) {
+        None => "-xf".to_owned(),
+        Some("gzip") => "-xzf".to_owned(),
+        Some(program) => format!("--use-compress-program {program} -xf"),
+    };
+    let mut cmd = format!(
+        "tar {mode} {} --directory {}",
+        shell_quote(&archive.to_string_lossy()),
+        shell_quote(&dir.to_string_lossy())
+    );
+    for name in exclude {
+        cmd.push_str(&format!(" --exclude {}", shell_quote(name)));
+    }
+    cmd
 }
 
 /// This host's fully qualified name, for `barman-wal-restore` on the remote host (Python's
@@ -323,6 +323,43 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    fn options(ssh_command: &str) -> RemoteOptions {
+        RemoteOptions {
+            ssh_command: ssh_command.into(),
+            bwlimit: None,
+            tablespace_bwlimit: Default::default(),
+            network_compression: false,
+            staging_path: "/tmp".into(),
+            staging_location: crate::config::StagingLocation::Remote,
+            retry_times: 0,
+            retry_sleep: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn names_the_programs_missing_on_the_remote_path() {
+        // A "remote" shell on this host whose PATH holds nothing: only builtins work.
+        let opts = options("env PATH=/nonexistent /bin/sh -c");
+        let remote = Remote::connect(&opts).unwrap();
+        let err = remote.require_programs(&["tar", "zstd"], "unpack a zstd backup").unwrap_err().to_string();
+        assert!(err.starts_with("the recovery host cannot unpack a zstd backup: tar, zstd not found on its PATH"), "{err}");
+        let opts = options("/bin/sh -c");
+        Remote::connect(&opts).unwrap().require_programs(&["sh"], "run a shell").unwrap();
+    }
+
+    #[test]
+    fn untars_as_barman_does() {
+        let (a, d) = (Path::new("/stage/1/data/base.tar.gz"), Path::new("/var/lib/pg data"));
+        assert_eq!(
+            untar_command(ArchiveCompression::Gzip, a, d, &["recovery.conf", "tablespace_map"]),
+            "tar -xzf /stage/1/data/base.tar.gz --directory '/var/lib/pg data' --exclude recovery.conf --exclude tablespace_map"
+        );
+        let a = Path::new("/s/16384.tar.zst");
+        assert_eq!(untar_command(ArchiveCompression::Zstd, a, d, &[]), "tar --use-compress-program zstd -xf /s/16384.tar.zst --directory '/var/lib/pg data'");
+        assert_eq!(untar_command(ArchiveCompression::None, Path::new("/s/base.tar"), Path::new("/d"), &[]), "tar -xf /s/base.tar --directory /d");
+        assert_eq!(decompressor(ArchiveCompression::Lz4), Some("lz4"));
     }
 
     #[test]

@@ -1,0 +1,654 @@
+//! `backup_method = rsync`: a concurrent backup through PostgreSQL's low-level API, the files
+//! pulled with rsync over ssh into the catalog as Barman lays them out (formats §1.3) — Barman's
+//! `RsyncBackupExecutor` with its `LocalConcurrentBackupStrategy` (`barman/backup_executor.py`),
+//! `mode=rsync-concurrent` in backup.info.
+//!
+//! The life of a backup:
+//!
+//! 1. take `.<server>-backup.lock`; pick the ID; `meta/<ID>-backup.info` with status `EMPTY`;
+//!    the pre-backup hooks; status `STARTED`;
+//! 2. on one SQL session (`conninfo`), kept for the whole backup: the server's facts, then
+//!    `pg_backup_start(label, fast)` (`pg_start_backup(label, fast, false)` before 15) with
+//!    `idle_session_timeout` off (14+), which gives `begin_xlog`, `begin_time` and the timeline;
+//! 3. the copy ([`copy`]): every tablespace's `PG_<major>_*` directory into `base/<ID>/<oid>/`,
+//!    PGDATA into `base/<ID>/data/` without what PostgreSQL says to leave out (`pg_wal/*`,
+//!    `pg_replslot/*`, `postmaster.pid`, temporary files, … — Barman's `PGDATA_EXCLUDE_LIST` and
+//!    `EXCLUDE_LIST`) and without the `pg_tblspc` links (recovery makes them), `global/pg_control`
+//!    last, then the configuration files that live outside PGDATA. With `reuse_backup = link`
+//!    (or `copy`) the files unchanged since the previous backup are hard-linked (or copied) from
+//!    it rather than transferred. While it runs, the session is kept alive with `SELECT 1`
+//!    every `keepalive_interval` seconds: losing it would abort the backup on the server;
+//! 4. `pg_backup_stop()` (`pg_stop_backup(false)`) on the same session, which waits for the WAL
+//!    to be archived when `archive_mode` is on and answers the end position and the
+//!    `backup_label`, written into `data/`; a WAL switch (so `end_wal` is archived now) and a
+//!    restore point `barman_<ID>`, as Barman;
+//! 5. every file and directory fsynced; `size` and `deduplicated_size` (files whose link count
+//!    is 1) recorded; status `WAITING_FOR_WALS` until the WAL up to `end_wal` is archived
+//!    (`archiver` or `streaming_archiver`), then `DONE`.
+//!
+//! Like Barman, no `tablespace_map` is written: the backup keeps the tablespaces beside `data/`
+//! and recovery links `pg_tblspc/<oid>` to wherever each one is restored (a map in `data/`
+//! would send PostgreSQL back to the original locations at start-up, undoing `--tablespace`).
+//!
+//! Any failure leaves the backup `FAILED` with `error=failure <phase> (<reason>)`, files kept.
+
+mod copy;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use barman_replication::{Connection, Lsn, SessionKind, TimelineId};
+
+use self::copy::{CopyPlan, DirItem, FileItem};
+use super::facts::{local_now, read_facts, sql_literal, sql_one, sql_row, parse_pg_timestamp, ServerFacts};
+use super::streaming::{fail_abandoned, BackupError, BackupNotice};
+use crate::catalog::{BackupId, BackupInfo, BackupStatus, LockKind, ServerCatalog, ServerIdentity};
+use crate::config::{ReuseBackup, ServerConfig};
+use crate::hooks::HookSet;
+use crate::ssh::{ChildSet, Rsync};
+use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
+use crate::storage::{StorageError, StorageOp};
+use crate::wal::WalSegmentName;
+
+/// backup.info's `mode` for this method: the executor's name and its strategy's.
+pub const MODE: &str = "rsync-concurrent";
+
+/// Left out of PGDATA (Barman's `PGDATA_EXCLUDE_LIST`, `barman/postgres_plumbing.py`): the
+/// logs, the WAL (it comes from the archive), and `pg_control`, copied on its own at the end.
+const PGDATA_EXCLUDE: [&str; 5] = ["/pg_log/*", "/log/*", "/pg_xlog/*", "/pg_wal/*", "/global/pg_control"];
+
+/// Left out everywhere (Barman's `EXCLUDE_LIST`): what PostgreSQL's `basebackup.c` leaves out
+/// (`excludeFiles`, `excludeDirContents`) and temporary relation files.
+const EXCLUDE: [&str; 16] = [
+    "pgsql_tmp*",
+    "postgresql.auto.conf.tmp",
+    "current_logfiles.tmp",
+    "pg_internal.init",
+    "postmaster.pid",
+    "postmaster.opts",
+    "recovery.conf",
+    "standby.signal",
+    "**/[0-9]*/t[0-9]*_[0-9]*",
+    "pg_dynshmem/*",
+    "pg_notify/*",
+    "pg_replslot/*",
+    "pg_serial/*",
+    "pg_stat_tmp/*",
+    "pg_snapshots/*",
+    "pg_subtrans/*",
+];
+
+/// The server's settings for an rsync backup, with the `barman backup` overrides applied.
+#[derive(Debug, Clone)]
+pub struct RsyncBackupRequest {
+    /// The server's name.
+    pub server: String,
+    /// `conninfo`: the session that starts and stops the backup.
+    pub conninfo: String,
+    /// `ssh_command`: how rsync reaches the PostgreSQL host.
+    pub ssh_command: String,
+    /// The catalog to write into.
+    pub catalog: ServerCatalog,
+    /// `backup --name`.
+    pub name: Option<String>,
+    /// `immediate_checkpoint` (or the command-line override).
+    pub immediate_checkpoint: bool,
+    /// `reuse_backup` (or `--reuse-backup`).
+    pub reuse: ReuseBackup,
+    /// `parallel_jobs` (or `--jobs`): rsync processes at once.
+    pub jobs: usize,
+    /// `bandwidth_limit` (or `--bwlimit`) in KB/s, for PGDATA and tablespaces without their own.
+    pub bwlimit: Option<u64>,
+    /// `tablespace_bandwidth_limit`: KB/s per tablespace name.
+    pub tablespace_bwlimit: BTreeMap<String, u64>,
+    /// `network_compression`: rsync `-z`.
+    pub network_compression: bool,
+    /// `basebackup_retry_times` (or `--retry-times`, 0 with `--no-retry`): extra attempts of a
+    /// failed rsync.
+    pub retry_times: u32,
+    /// `basebackup_retry_sleep` (or `--retry-sleep`).
+    pub retry_sleep: Duration,
+    /// `keepalive_interval` (or `--keepalive-interval`): `None` or zero disables it.
+    pub keepalive_interval: Option<Duration>,
+    /// `backup_options` has `external_configuration`: included configuration files outside
+    /// PGDATA are the operator's business, and not warned about.
+    pub external_configuration: bool,
+    /// `backup_options` names no strategy: concurrent is used, and Barman warns.
+    pub strategy_defaulted: bool,
+}
+
+/// What `barman backup` can override.
+#[derive(Debug, Clone, Default)]
+pub struct RsyncOverrides {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--immediate-checkpoint` / `--no-immediate-checkpoint`.
+    pub immediate_checkpoint: Option<bool>,
+    /// `--reuse-backup`.
+    pub reuse: Option<ReuseBackup>,
+    /// `--jobs`.
+    pub jobs: Option<u64>,
+    /// `--bwlimit`.
+    pub bwlimit: Option<u64>,
+    /// `--retry-times` (0 for `--no-retry`).
+    pub retry_times: Option<u64>,
+    /// `--retry-sleep`.
+    pub retry_sleep: Option<u64>,
+    /// `--keepalive-interval`.
+    pub keepalive_interval: Option<u64>,
+}
+
+/// The server's configuration cannot take an rsync backup.
+#[derive(Debug, thiserror::Error)]
+pub enum RsyncConfigError {
+    /// No `ssh_command` (Barman disables the server with this message).
+    #[error("Missing or invalid ssh_command in barman configuration for server {0}")]
+    NoSshCommand(String),
+    /// No `conninfo`.
+    #[error("missing 'conninfo' for server '{0}'")]
+    NoConninfo(String),
+    /// `backup_compression` is for the postgres method only (Barman disables the server).
+    #[error("backup_compression option is not supported by rsync backup_method")]
+    Compression,
+    /// Exclusive backups (PostgreSQL 13/14 only) are not built.
+    #[error(
+        "backup_options = exclusive_backup is not implemented yet in barman-rs (server '{0}'); \
+         use backup_options = concurrent_backup"
+    )]
+    Exclusive(String),
+}
+
+impl RsyncBackupRequest {
+    /// The request for `server`, as Barman's `RsyncBackupExecutor` reads its configuration,
+    /// with `overrides` from the command line.
+    pub fn from_config(server: &ServerConfig, catalog: ServerCatalog, overrides: &RsyncOverrides) -> Result<Self, RsyncConfigError> {
+        let name = &server.name;
+        let ssh_command = server
+            .ssh_command
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| RsyncConfigError::NoSshCommand(name.clone()))?;
+        let conninfo = server.conninfo.clone().ok_or_else(|| RsyncConfigError::NoConninfo(name.clone()))?;
+        if server.backup_compression.is_some() {
+            return Err(RsyncConfigError::Compression);
+        }
+        if server.backup_options.exclusive_backup {
+            return Err(RsyncConfigError::Exclusive(name.clone()));
+        }
+        let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+        let bwlimit = overrides.bwlimit.or(server.bandwidth_limit.and_then(positive)).filter(|b| *b > 0);
+        let tablespace_bwlimit = server
+            .tablespace_bandwidth_limit
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| u64::try_from(*v).ok().map(|v| (k.clone(), v)))
+            .collect();
+        Ok(RsyncBackupRequest {
+            server: name.clone(),
+            conninfo,
+            ssh_command,
+            catalog,
+            name: overrides.name.clone(),
+            immediate_checkpoint: overrides.immediate_checkpoint.unwrap_or(server.immediate_checkpoint),
+            reuse: overrides.reuse.or(server.reuse_backup).unwrap_or(ReuseBackup::Off),
+            jobs: overrides.jobs.or(positive(server.parallel_jobs)).unwrap_or(1).clamp(1, 1024) as usize,
+            bwlimit,
+            tablespace_bwlimit,
+            network_compression: server.network_compression,
+            retry_times: overrides.retry_times.or(u64::try_from(server.basebackup_retry_times).ok()).unwrap_or(0).min(u32::MAX.into()) as u32,
+            retry_sleep: Duration::from_secs(overrides.retry_sleep.or(u64::try_from(server.basebackup_retry_sleep).ok()).unwrap_or(30)),
+            keepalive_interval: overrides
+                .keepalive_interval
+                .or(u64::try_from(server.keepalive_interval).ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            external_configuration: server.backup_options.external_configuration,
+            strategy_defaulted: !server.backup_options.concurrent_backup,
+        })
+    }
+}
+
+/// Barman's `ExternalBackupExecutor._remote_check` for `barman check` (and the silent checks
+/// before `barman backup`): `ssh`, the ssh command running `true` on the PostgreSQL host
+/// (with `-o BatchMode=yes -o StrictHostKeyChecking=no`, as Barman's `UnixRemoteCommand`), and
+/// `ssh output clean` failing when it prints anything, which would corrupt rsync's protocol.
+pub fn ssh_check(cfg: &ServerConfig) -> Vec<crate::diagnostics::checks::CheckResult> {
+    use crate::diagnostics::checks::CheckResult;
+    let result = |name: &str, ok: bool, hint: Option<String>| CheckResult {
+        name: name.to_owned(),
+        ok,
+        hint,
+        perfdata: None,
+        details: Vec::new(),
+    };
+    let Some(command) = cfg.ssh_command.as_deref().filter(|c| !c.trim().is_empty()) else {
+        return vec![result("ssh", false, Some(RsyncConfigError::NoSshCommand(cfg.name.clone()).to_string()))];
+    };
+    let mut words = command.split_whitespace();
+    let program = words.next().unwrap_or_default();
+    let options: Vec<&str> = words.collect();
+    let line = format!("{program} -o BatchMode=yes -o StrictHostKeyChecking=no {}", options.join(" "));
+    match crate::ssh::remote_shell(&line, "true") {
+        Ok(out) if out.is_empty() => vec![result("ssh", true, Some("PostgreSQL server".into()))],
+        Ok(_) => vec![
+            result("ssh", true, Some("PostgreSQL server".into())),
+            result(
+                "ssh output clean",
+                false,
+                Some("the configured ssh_command must not add anything to the remote command output".into()),
+            ),
+        ],
+        Err(e) => {
+            let hint = match e {
+                crate::ssh::SshError::Failed { status, .. } => format!(
+                    "Connection failed using '{program} {} -o BatchMode=yes -o StrictHostKeyChecking=no' return code {}",
+                    options.join(" "),
+                    status.code().unwrap_or(-1)
+                ),
+                _ => format!("Unable to execute {program}"),
+            };
+            vec![result("ssh", false, Some(hint))]
+        }
+    }
+}
+
+/// Runs one rsync backup, with `hooks`' pre-backup scripts once the backup has its ID (status
+/// `EMPTY`, as Barman runs them; a retry script's 63 fails it before anything is copied). The
+/// post hooks are the caller's: Barman runs them after `--wait`.
+///
+/// On success the backup is `WAITING_FOR_WALS`; on failure after the ID was chosen it is
+/// `FAILED` and [`BackupError::Failed`] says why. Dropping the future stops the rsync processes
+/// it started.
+pub async fn take_rsync_backup(
+    req: &RsyncBackupRequest,
+    hooks: Option<&HookSet>,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<BackupInfo, BackupError> {
+    if req.strategy_defaulted {
+        notify(BackupNotice::Warning(format!("No backup strategy set for server '{}' (using default 'concurrent_backup').", req.server)));
+    }
+    let lock = req.catalog.lock(LockKind::ServerBackup)?;
+    req.catalog.create_skeleton()?;
+    for id in fail_abandoned(&req.catalog, &lock)? {
+        tracing::warn!(server = %req.server, backup = %id, "marked FAILED: its backup process ended without finishing it");
+    }
+    let mut id = BackupId::from_datetime(local_now()?)?;
+    // Two backups in the same second: wait for the next one rather than reuse an ID.
+    while req.catalog.backup_info_path(id).exists() || req.catalog.backup_dir(id).exists() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        id = BackupId::from_datetime(local_now()?)?;
+    }
+    let mut info = BackupInfo::new(id);
+    info.server_name = Some(req.server.clone());
+    info.backup_name = req.name.clone();
+    info.mode = Some(MODE.into());
+    info.status = BackupStatus::Empty;
+    info.write(&req.catalog)?;
+    notify(BackupNotice::Starting { id, dir: req.catalog.backup_dir(id) });
+    if let Some(hooks) = hooks {
+        if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(&req.catalog, &info)) {
+            let reason = format!("failure starting backup ({abort})");
+            info.status = BackupStatus::Failed;
+            info.error = Some(reason.clone());
+            info.write(&req.catalog)?;
+            return Err(BackupError::Failed { id, reason });
+        }
+    }
+    info.status = BackupStatus::Started;
+    info.write(&req.catalog)?;
+
+    let mut phase = "issuing start backup command";
+    match run(req, &mut info, &mut phase, notify).await {
+        Ok(()) => Ok(info),
+        Err(e) => {
+            let chain = crate::error_chain(&e);
+            let reason = format!("failure {phase} ({})", chain.lines().next().unwrap_or(&chain));
+            info.status = BackupStatus::Failed;
+            info.error = Some(reason.clone());
+            info.write(&req.catalog)?;
+            Err(BackupError::Failed { id, reason })
+        }
+    }
+}
+
+/// Stops the copy's rsync processes when dropped (the backup future was dropped: Ctrl-C, a
+/// lost session, a failure).
+struct CancelOnDrop(Arc<ChildSet>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+async fn run(
+    req: &RsyncBackupRequest,
+    info: &mut BackupInfo,
+    phase: &mut &'static str,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<(), BackupError> {
+    let id = info.backup_id;
+    let mut sql = Connection::connect(&req.conninfo.parse()?, SessionKind::Normal).await?;
+    let facts = read_facts(&mut sql).await?;
+    let systemid = barman_replication::SystemId(
+        sql_one(&mut sql, "SELECT system_identifier::text FROM pg_control_system()")
+            .await?
+            .parse()
+            .map_err(|_| BackupError::Invalid("pg_control_system() gave no system identifier".into()))?,
+    );
+    let identity_path = req.catalog.identity_path();
+    match ServerIdentity::read(&identity_path)? {
+        Some(known) if known.systemid != systemid => {
+            return Err(BackupError::ForeignSystem { expected: known.systemid.to_string(), found: systemid.to_string() })
+        }
+        Some(_) => {}
+        None => {
+            let identity = ServerIdentity { systemid, version: (facts.version / 10000).to_string(), extra: Default::default() };
+            identity.write_if_missing(&identity_path)?;
+        }
+    }
+    record_facts(info, &facts, systemid);
+    info.write(&req.catalog)?;
+
+    // Start: the session must stay open until the stop.
+    let v15 = facts.version >= 150000;
+    if facts.version >= 140000 {
+        sql.simple_query("SET idle_session_timeout TO 0").await?;
+    }
+    let label = sql_literal(&format!("Barman backup {} {id}", req.server));
+    let fast = if req.immediate_checkpoint { "true" } else { "false" };
+    let start_call = if v15 { format!("pg_backup_start({label}, {fast})") } else { format!("pg_start_backup({label}, {fast}, false)") };
+    let r = sql_row(
+        &mut sql,
+        &format!("SELECT location, (SELECT timeline_id FROM pg_control_checkpoint()), now() FROM {start_call} AS location"),
+    )
+    .await?;
+    let seg = facts.segment_size;
+    let begin_xlog: Lsn = r[0].parse().map_err(|e| BackupError::Invalid(format!("{start_call} answered {:?}: {e}", r[0])))?;
+    let timeline = TimelineId(r[1].parse().map_err(|_| BackupError::Invalid(format!("timeline {:?}", r[1])))?);
+    let begin_wal = WalSegmentName::from_lsn(timeline, begin_xlog, seg).map_err(|e| BackupError::Invalid(e.to_string()))?;
+    info.begin_time = Some(parse_pg_timestamp(&r[2])?);
+    info.begin_xlog = Some(begin_xlog);
+    info.begin_wal = Some(begin_wal);
+    info.begin_offset = Some(begin_xlog.0 % seg.bytes());
+    info.timeline = Some(timeline);
+    info.write(&req.catalog)?;
+    notify(BackupNotice::StartLsn { lsn: begin_xlog, wal: begin_wal, offset: begin_xlog.0 % seg.bytes() });
+
+    *phase = "copying files";
+    notify(BackupNotice::CopyStarted(id));
+    let plan = plan_copy(req, info, &facts)?;
+    for dir in std::iter::once(&req.catalog.backup_data_dir(id)).chain(plan.dirs.iter().map(|d| &d.dst)) {
+        crate::storage::durable::create_dir_all_durable(dir, 0o700)?;
+    }
+    let rsync = Rsync::new(&req.ssh_command, req.network_compression, req.retry_times, req.retry_sleep);
+    let _cancel = CancelOnDrop(rsync.children.clone());
+    let copy_started = Instant::now();
+    let mut copying = tokio::task::spawn_blocking(move || copy::copy(&plan, &rsync));
+    // The copy runs on its own thread; this task keeps the session alive meanwhile.
+    let outcome = loop {
+        let keepalive = async {
+            match req.keepalive_interval {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = &mut copying => break done.map_err(|e| BackupError::Invalid(format!("the copy thread failed: {e}")))?,
+            () = keepalive => {
+                if let Err(e) = sql.simple_query("SELECT 1").await {
+                    tracing::error!(error = %e, "keep-alive query failed");
+                    return Err(BackupError::Invalid("Connection to the Postgres server was lost during the backup.".into()));
+                }
+            }
+        }
+    };
+    let outcome = outcome.map_err(|e| BackupError::Invalid(crate::error_chain(&e)))?;
+    tracing::debug!(seconds = copy_started.elapsed().as_secs_f64(), "copy finished");
+    notify(BackupNotice::CopyDone { seconds: outcome.copy_time });
+    // As Barman: included configuration files outside PGDATA are not copied; say so unless
+    // `backup_options` has `external_configuration`.
+    let outside: Vec<&str> = facts.included_files.iter().map(String::as_str).filter(|f| !inside(f, &facts.pgdata)).collect();
+    if !outside.is_empty() && !req.external_configuration {
+        notify(BackupNotice::Warning(format!(
+            "The usage of include directives is not supported for files that reside outside PGDATA.\n\
+             Please manually backup the following files:\n\t{}\n",
+            outside.join("\n\t")
+        )));
+    }
+    info.copy_stats = Some(outcome.stats);
+
+    *phase = "issuing stop backup command (native concurrent)";
+    notify(BackupNotice::Finalising);
+    if facts.version >= 140000 {
+        sql.simple_query("RESET idle_session_timeout").await?;
+    }
+    let stop_call = if v15 { "pg_backup_stop()" } else { "pg_stop_backup(false)" };
+    let r = sql_row(
+        &mut sql,
+        &format!(
+            "SELECT end_row.lsn, (SELECT CASE WHEN pg_is_in_recovery() THEN min_recovery_end_timeline ELSE timeline_id END \
+             FROM pg_control_checkpoint(), pg_control_recovery()), end_row.labelfile, now() FROM {stop_call} AS end_row"
+        ),
+    )
+    .await?;
+    let end_xlog: Lsn = r[0].parse().map_err(|e| BackupError::Invalid(format!("{stop_call} answered {:?}: {e}", r[0])))?;
+    let end_tli = TimelineId(r[1].parse().map_err(|_| BackupError::Invalid(format!("timeline {:?}", r[1])))?);
+    let end_wal = WalSegmentName::from_lsn(end_tli, end_xlog, seg).map_err(|e| BackupError::Invalid(e.to_string()))?;
+    info.backup_label = Some(r[2].clone());
+    info.end_time = Some(parse_pg_timestamp(&r[3])?);
+    info.end_xlog = Some(end_xlog);
+    info.end_wal = Some(end_wal);
+    info.end_offset = Some(end_xlog.0 % seg.bytes());
+    // As Barman: close the segment holding the end so it is archived now, then a restore point
+    // named after the backup (neither is possible on a standby).
+    let primary = sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "f";
+    if primary {
+        sql_one(&mut sql, "SELECT pg_switch_wal()::text").await?;
+    }
+    *phase = "writing backup label";
+    let data_dir = req.catalog.backup_data_dir(id);
+    atomic_write(&data_dir.join("backup_label"), r[2].as_bytes(), FILE_MODE)?;
+    if primary {
+        sql_one(&mut sql, &format!("SELECT pg_create_restore_point({})::text", sql_literal(&format!("barman_{id}")))).await?;
+    }
+    sql.close().await?;
+
+    *phase = "calculating backup size";
+    let backup_dir = req.catalog.backup_dir(id);
+    let (size, deduplicated) = fsync_and_measure(&backup_dir)?;
+    info.size = Some(size);
+    info.deduplicated_size = Some(deduplicated);
+    notify(BackupNotice::Size { bytes: size });
+    info.status = BackupStatus::WaitingForWals;
+    info.write(&req.catalog)?;
+    notify(BackupNotice::EndLsn { lsn: end_xlog, wal: end_wal, offset: end_xlog.0 % seg.bytes() });
+    Ok(())
+}
+
+/// The facts Barman's `_pg_get_metadata` records.
+fn record_facts(info: &mut BackupInfo, facts: &ServerFacts, systemid: barman_replication::SystemId) {
+    info.systemid = Some(systemid);
+    info.version = Some(facts.version);
+    info.pgdata = Some(facts.pgdata.clone());
+    info.config_file = Some(facts.config_file.clone());
+    info.hba_file = Some(facts.hba_file.clone());
+    info.ident_file = Some(facts.ident_file.clone());
+    info.data_checksums = Some(facts.data_checksums.clone());
+    info.summarize_wal = facts.summarize_wal.clone();
+    info.cluster_size = facts.cluster_size;
+    info.xlog_segment_size = Some(facts.segment_size);
+    info.tablespaces = (!facts.tablespaces.is_empty()).then(|| facts.tablespaces.clone());
+    info.included_files = (!facts.included_files.is_empty()).then(|| facts.included_files.clone());
+}
+
+/// Whether `path` is inside `pgdata` (Barman's `startswith(pgdata + "/")`).
+fn inside(path: &str, pgdata: &str) -> bool {
+    path.strip_prefix(pgdata.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The newest backup before `id` whose copy is done (`WAITING_FOR_WALS` or `DONE`), as
+/// Barman's `get_previous_backup`.
+fn previous_backup(catalog: &ServerCatalog, id: BackupId) -> Result<Option<BackupInfo>, BackupError> {
+    let mut ids = catalog.backup_ids()?;
+    ids.retain(|b| *b < id);
+    ids.sort();
+    for b in ids.into_iter().rev() {
+        match BackupInfo::read(catalog, b) {
+            Ok(info) if info.status.is_copy_done() => return Ok(Some(info)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(backup = %b, error = %e, "skipping an unreadable backup.info"),
+        }
+    }
+    Ok(None)
+}
+
+/// The instant of a backup.info time in seconds since the epoch (a naive one is local time,
+/// as Barman reads it).
+fn epoch_seconds(t: crate::catalog::BarmanTimestamp) -> Option<i64> {
+    if let Some(t) = t.to_offset_datetime() {
+        return Some(t.unix_timestamp());
+    }
+    let d = t.datetime;
+    let naive = chrono::NaiveDate::from_ymd_opt(d.year(), d.month() as u32, d.day().into())?
+        .and_hms_opt(d.hour().into(), d.minute().into(), d.second().into())?;
+    use chrono::TimeZone as _;
+    chrono::Local.from_local_datetime(&naive).earliest().map(|t| t.timestamp())
+}
+
+/// What to copy where: Barman's `RsyncBackupExecutor.backup_copy`.
+fn plan_copy(req: &RsyncBackupRequest, info: &BackupInfo, facts: &ServerFacts) -> Result<CopyPlan, BackupError> {
+    let id = info.backup_id;
+    let previous = previous_backup(&req.catalog, id)?;
+    let reuse_dir = |oid: Option<u32>| -> Option<PathBuf> {
+        let prev = previous.as_ref().filter(|_| req.reuse != ReuseBackup::Off)?;
+        Some(match oid {
+            Some(oid) => req.catalog.backup_dir(prev.backup_id).join(oid.to_string()),
+            None => req.catalog.backup_data_dir(prev.backup_id),
+        })
+    };
+    let exclude = |list: &mut Vec<String>| list.extend(EXCLUDE.iter().map(|p| format!("--exclude={p}")));
+    let pgdata = facts.pgdata.trim_end_matches('/').to_owned();
+    let major = facts.version / 10000;
+    let mut dirs = Vec::new();
+    let mut protect = Vec::new();
+    for ts in &facts.tablespaces {
+        // A tablespace inside PGDATA must not be copied twice.
+        if inside(&ts.location, &pgdata) {
+            protect.push(ts.location[pgdata.len()..].to_owned());
+        }
+        protect.push(format!("/pg_tblspc/{}", ts.oid));
+        // Only this major's directory, `PG_<major>_<catalog version>` (Barman's comment: the
+        // catalog version is not easy to know, and other majors' directories are left out).
+        let mut filters = vec![format!("--include=/PG_{major}_*"), "--exclude=/*".to_owned()];
+        exclude(&mut filters);
+        dirs.push(DirItem {
+            label: ts.name.clone(),
+            src: ts.location.clone(),
+            dst: req.catalog.backup_dir(id).join(ts.oid.to_string()),
+            reuse: reuse_dir(Some(ts.oid)),
+            filters,
+            bwlimit: req.tablespace_bwlimit.get(&ts.name).copied().or(req.bwlimit),
+        });
+    }
+    let mut filters: Vec<String> = PGDATA_EXCLUDE.iter().map(|p| format!("--exclude={p}")).collect();
+    exclude(&mut filters);
+    for p in &protect {
+        filters.push(format!("--exclude={p}"));
+        filters.push(format!("--filter=P_{p}"));
+    }
+    let data_dir = req.catalog.backup_data_dir(id);
+    dirs.push(DirItem {
+        label: "pgdata".into(),
+        src: pgdata.clone(),
+        dst: data_dir.clone(),
+        reuse: reuse_dir(None),
+        filters,
+        bwlimit: req.bwlimit,
+    });
+    let pg_control = FileItem {
+        label: "pg_control".into(),
+        src: format!("{pgdata}/global/pg_control"),
+        dst: data_dir.join("global/pg_control").to_string_lossy().into_owned(),
+        optional: false,
+    };
+    let mut config = Vec::new();
+    for (label, path) in [("config_file", &facts.config_file), ("hba_file", &facts.hba_file), ("ident_file", &facts.ident_file)] {
+        if !inside(path, &pgdata) {
+            config.push(FileItem {
+                label: label.into(),
+                src: path.clone(),
+                dst: format!("{}/", data_dir.display()),
+                optional: label == "ident_file",
+            });
+        }
+    }
+    Ok(CopyPlan {
+        dirs,
+        pg_control,
+        config,
+        reuse: req.reuse,
+        safe_horizon: previous.as_ref().and_then(|p| p.begin_time).and_then(epoch_seconds),
+        jobs: req.jobs,
+    })
+}
+
+/// Fsyncs every file and directory under `dir` and returns Barman's `size` (every regular
+/// file) and `deduplicated_size` (the files with a single link, i.e. not shared with another
+/// backup), as Barman's `_set_backup_sizes(fsync=True)`.
+fn fsync_and_measure(dir: &Path) -> Result<(u64, u64), StorageError> {
+    let (mut size, mut dedup) = (0, 0);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| StorageError::io(StorageOp::Read, &d, e))?;
+        for entry in rd {
+            let path = entry.map_err(|e| StorageError::io(StorageOp::Read, &d, e))?.path();
+            let meta = path.symlink_metadata().map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let file = std::fs::File::open(&path).map_err(|e| StorageError::io(StorageOp::Read, &path, e))?;
+                file.sync_all().map_err(|e| StorageError::io(StorageOp::SyncFile, &path, e))?;
+                size += meta.len();
+                if meta.nlink() == 1 {
+                    dedup += meta.len();
+                }
+            }
+        }
+        fsync_dir(&d)?;
+    }
+    Ok((size, dedup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_pgdata() {
+        assert!(inside("/pg/data/postgresql.conf", "/pg/data"));
+        assert!(inside("/pg/data/postgresql.conf", "/pg/data/"));
+        assert!(!inside("/pg/data2/postgresql.conf", "/pg/data"));
+        assert!(!inside("/etc/postgresql/16/main/postgresql.conf", "/pg/data"));
+    }
+
+    #[test]
+    fn measures_shared_files_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("b");
+        std::fs::create_dir_all(backup.join("data/base")).unwrap();
+        std::fs::write(backup.join("data/base/1"), vec![0; 100]).unwrap();
+        std::fs::write(backup.join("data/base/2"), vec![0; 10]).unwrap();
+        std::fs::hard_link(backup.join("data/base/1"), dir.path().join("previous")).unwrap();
+        assert_eq!(fsync_and_measure(&backup).unwrap(), (110, 10));
+    }
+
+    #[test]
+    fn epoch_of_backup_times() {
+        let t: crate::catalog::BarmanTimestamp = "2026-01-05 12:00:00+00:00".parse().unwrap();
+        assert_eq!(epoch_seconds(t), Some(1_767_614_400));
+    }
+}

@@ -1,0 +1,142 @@
+//! Backups from a standby (`backup_method = postgres`), as Barman 3 takes them: barman points at
+//! the standby (`conninfo`, `streaming_conninfo`, WAL streamed from it) and, with
+//! `primary_conninfo`, switches WAL on the primary so that the backup's last WAL file is
+//! archived at once. The backup recovers into a cluster that has the primary's rows. Without
+//! `primary_conninfo` the backup is taken too, says that its last WAL waits for the primary, and
+//! becomes DONE once the primary switches.
+
+use anyhow::{ensure, Context as _};
+use barman_core::catalog::BackupStatus;
+use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions, BARMAN_USER, PASSWORD};
+
+use crate::backup::statuses;
+
+/// The standby has replayed everything the primary wrote so far.
+fn caught_up(primary: &Cluster, standby: &Cluster) -> anyhow::Result<()> {
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()")?;
+    wait_for("the standby to replay the primary's WAL", || {
+        Ok(standby.sql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"))? == "t")
+    })
+}
+
+/// A site on `standby` streaming its WAL, with at least one WAL file archived (a standby
+/// cannot switch: the primary does).
+fn standby_site(primary: &Cluster, standby: &Cluster, extra: &[&str]) -> anyhow::Result<(BarmanSite, barman_tests::BackgroundBarman)> {
+    let site = BarmanSite::new(standby, extra)?;
+    let r = site.run(&["receive-wal", "--create-slot", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let receiver = site.spawn(&["receive-wal", "pg"])?;
+    wait_for("receive-wal to stream from the standby", || {
+        Ok(standby.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")? == "1")
+    })?;
+    let xlogdb = site.server_dir().join("wals/pg-xlog.db");
+    // The streaming archiver keeps the newest complete file back until the next one starts:
+    // WAL after the switch starts it.
+    primary.sql("CREATE TABLE traffic (n int)")?;
+    wait_for("a first WAL file archived from the standby", || {
+        primary.switch_wal()?;
+        primary.sql("INSERT INTO traffic VALUES (1)")?;
+        site.run(&["archive-wal", "pg"])?;
+        Ok(std::fs::read_to_string(&xlogdb).is_ok_and(|t| !t.is_empty()))
+    })?;
+    Ok((site, receiver))
+}
+
+/// Runs `f` while the primary has some traffic (a row every 100 ms), as a live primary does:
+/// the WAL that follows a switch is what lets the switched file be archived.
+fn with_traffic<T>(primary: &Cluster, f: impl FnOnce() -> T) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = primary.sql("INSERT INTO traffic VALUES (1)");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let out = f();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    })
+}
+
+pg_test!(a_standby_backup_with_primary_conninfo_recovers, |major| {
+    let primary = Cluster::start(ClusterOptions::new(major))?;
+    primary.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g")?;
+    let standby = primary.create_standby()?;
+    let primary_conninfo = format!("primary_conninfo = {} password={PASSWORD}", primary.conninfo(BARMAN_USER));
+    let (site, _receiver) = standby_site(&primary, &standby, &[&primary_conninfo, "immediate_checkpoint = true"])?;
+
+    let r = site.run(&["check", "pg"])?;
+    for line in ["PostgreSQL server is standby: OK", "Primary server is not a standby: OK", "Primary and standby have same system ID: OK"] {
+        ensure!(r.stdout.contains(line), "{line}: {r}");
+    }
+    ensure!(!r.stdout.contains("unsupported options"), "{r}");
+
+    primary.sql("INSERT INTO t SELECT g FROM generate_series(1001, 2000) g")?;
+    caught_up(&primary, &standby)?;
+    let r = with_traffic(&primary, || site.run(&["backup", "--wait", "--wait-timeout", "120", "pg"]))?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    ensure!(!r.stderr.contains("WAITING_FOR_WALS") && !r.stderr.contains("primary_conninfo"), "{r}");
+    let backups = statuses(&site)?;
+    ensure!(backups.len() == 1 && backups[0].1 == BackupStatus::Done, "{backups:?}");
+    let id = &backups[0].0;
+    let info = std::fs::read_to_string(site.server_dir().join(format!("meta/{id}-backup.info")))?;
+    ensure!(info.contains("BACKUP FROM: standby"), "the standby was copied: {info}");
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0, "{r}");
+
+    // Written after the backup: in the archive through the standby, so recovered too.
+    primary.sql("INSERT INTO t SELECT g FROM generate_series(2001, 2500) g")?;
+    caught_up(&primary, &standby)?;
+    let end = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
+    primary.switch_wal()?;
+    let xlogdb = site.server_dir().join("wals/pg-xlog.db");
+    wait_for("the last WAL file archived from the standby", || {
+        primary.sql("INSERT INTO traffic VALUES (1)")?;
+        site.run(&["archive-wal", "pg"])?;
+        Ok(std::fs::read_to_string(&xlogdb).is_ok_and(|t| t.contains(&end)))
+    })?;
+    let restored = Cluster::reserve(ClusterOptions::new(major))?;
+    let dest = restored.data_dir();
+    let r = site.run(&["recover", "pg", "latest", dest.to_str().context("utf-8")?])?;
+    ensure!(r.code == 0, "{r}");
+    // A standby's copy holds its standby.signal (PostgreSQL copies it, and Barman's recover
+    // keeps it): without it the restored cluster recovers from the archive alone and promotes.
+    let signal = dest.join("standby.signal");
+    ensure!(signal.exists(), "the standby's copy has its standby.signal");
+    std::fs::remove_file(&signal)?;
+    restored.start_existing()?;
+    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))
+        .with_context(|| restored.log_tail())?;
+    let rows = restored.sql("SELECT count(*) FROM t")?;
+    ensure!(rows == "2500", "the restored standby backup has {rows} rows, the primary 2500");
+    Ok(())
+});
+
+pg_test!(a_standby_backup_without_primary_conninfo_waits_for_the_primary, |major| {
+    let primary = Cluster::start(ClusterOptions::new(major))?;
+    let standby = primary.create_standby()?;
+    let (site, _receiver) = standby_site(&primary, &standby, &[])?;
+    // What primary_conninfo would do: a recent checkpoint for the standby to start from.
+    primary.checkpoint()?;
+    caught_up(&primary, &standby)?;
+    let r = site.run(&["backup", "pg"])?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    ensure!(
+        r.stderr.contains(
+            "WARNING: server 'pg' is a standby and 'primary_conninfo' is not set: the backup's last WAL file is archived \
+             only once the primary switches to a new WAL file"
+        ),
+        "{r}"
+    );
+    let backups = statuses(&site)?;
+    ensure!(backups.len() == 1 && backups[0].1 == BackupStatus::WaitingForWals, "{backups:?}");
+    // The primary switches (archive_timeout, traffic, or the operator): the backup completes.
+    wait_for("the backup to become DONE", || {
+        primary.switch_wal()?;
+        primary.sql("INSERT INTO traffic VALUES (1)")?;
+        site.run(&["cron"])?;
+        Ok(statuses(&site)?[0].1 == BackupStatus::Done)
+    })?;
+    Ok(())
+});
