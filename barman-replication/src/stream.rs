@@ -62,6 +62,12 @@ pub enum StreamEvent {
         /// The bytes, as in the segment files; they may cross a segment boundary.
         data: Bytes,
     },
+    /// The WAL sender asked for a status reply and waits for our flush position: it does so
+    /// when idle (every half `wal_sender_timeout`) and, at a shutdown, before it can exit —
+    /// a server stop waits until the receiver confirms every byte sent as flushed. Make what
+    /// was written durable and call [`flushed`](WalStream::flushed); the reply goes out then
+    /// (or at the next [`next_event`](WalStream::next_event) with the flush position as it is).
+    ReplyRequested,
     /// The server's COPY ended: see [`StreamEnd`].
     End(StreamEnd),
 }
@@ -191,7 +197,7 @@ impl WalStream {
             WalSenderMessage::Keepalive { wal_end, reply_requested, .. } => {
                 self.server_wal_end = self.server_wal_end.max(wal_end);
                 self.reply_now |= reply_requested;
-                Ok(None)
+                Ok(reply_requested.then_some(StreamEvent::ReplyRequested))
             }
         }
     }
@@ -635,5 +641,22 @@ mod tests {
         s.flushed(Lsn(0));
         assert_eq!(status(&out).flush, Lsn(0), "flush not reported without report_flush");
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn a_requested_reply_is_surfaced_so_the_flush_can_catch_up_first() {
+        let t0 = Instant::now();
+        let mut s = WalStream::new(Lsn(0), StreamOptions::default());
+        s.feed(xlog(0, &[0; 100]), t0).unwrap();
+        s.written(Lsn(100));
+        let mut out = BytesMut::new();
+        assert!(s.poll_transmit(t0, &mut out));
+        assert_eq!(s.feed(keepalive(false), t0).unwrap(), None, "no reply asked: nothing to do");
+        assert_eq!(s.feed(keepalive(true), t0).unwrap(), Some(StreamEvent::ReplyRequested));
+        // The caller makes the 100 bytes durable before the reply is built.
+        s.flushed(Lsn(100));
+        out.clear();
+        assert!(s.poll_transmit(t0, &mut out));
+        assert_eq!(status(&out).flush, Lsn(100), "the reply carries the caught-up flush");
     }
 }

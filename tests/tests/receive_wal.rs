@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use barman_core::receive_wal::{run, ReceiverNotice, ReceiverSettings};
 use barman_replication::{ConnConfig, Connection, Lsn, SessionKind};
-use barman_tests::{wait_for, pg_test, Cluster, ClusterOptions, STREAMING_USER};
+use barman_tests::{pg_test, wait_for, Cluster, ClusterOptions, RunCommand as _, STREAMING_USER};
 use tokio::sync::watch;
 
 fn settings(pg: &Cluster, dir: &Path) -> ReceiverSettings {
@@ -145,5 +145,52 @@ pg_test!(synchronous_commit_waits_for_the_receiver, |major| {
     ensure!(pg.sql("SELECT count(*) FROM t")? == "2");
     stop.send(true)?;
     rt.block_on(handle)??;
+    Ok(())
+});
+
+// A server stop waits until the receiver confirms every byte sent as flushed: the receiver
+// fsyncs when the WAL sender asks, so `pg_ctl stop` returns at once (with
+// `wal_sender_timeout` at 10 min, a receiver that kept its tail unsynced would hold it past
+// the harness's 60 s), and the `.partial` holds the WAL through the shutdown checkpoint.
+pg_test!(a_server_stop_is_confirmed_and_streamed_to_its_last_record, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major).wal_segsize_mb(1).conf("wal_sender_timeout", "10min"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(create_slot(&pg))?;
+    let dir = tempfile::tempdir()?;
+    let (stop, handle) = spawn_receiver(&rt, settings(&pg, dir.path()));
+    pg.generate_load(200)?;
+    let partial = || -> anyhow::Result<Option<String>> {
+        Ok(std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .find(|n| n.ends_with(".partial")))
+    };
+    wait_for("a .partial segment", || Ok(partial()?.is_some()))?;
+    pg.stop()?;
+
+    let control = pg.command("pg_controldata").arg(pg.data_dir()).run()?;
+    let checkpoint: Lsn = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Latest checkpoint location:"))
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint location in pg_controldata:\n{control}"))?
+        .trim()
+        .parse()?;
+    stop.send(true)?;
+    rt.block_on(handle)??;
+
+    let seg = 1024 * 1024;
+    let name = partial()?.ok_or_else(|| anyhow::anyhow!("no .partial after the stop"))?;
+    let name = name.trim_end_matches(".partial");
+    let seg_start = u64::from_str_radix(&name[16..], 16)? * seg + (u64::from_str_radix(&name[8..16], 16)? << 32);
+    ensure!(
+        (seg_start..seg_start + seg).contains(&checkpoint.0),
+        "shutdown checkpoint {checkpoint} is not in {name}"
+    );
+    // Through the first bytes of the shutdown checkpoint record (the last one written).
+    let upto = (checkpoint.0 - seg_start + 64) as usize;
+    let ours = std::fs::read(dir.path().join(format!("{name}.partial")))?;
+    let theirs = pg.read_data_file(&format!("pg_wal/{name}"))?;
+    if let Some(i) = ours[..upto].iter().zip(&theirs[..upto]).position(|(a, b)| a != b) {
+        anyhow::bail!("{name}.partial differs from the server's at offset {i:#x} (checkpoint at {checkpoint})");
+    }
     Ok(())
 });

@@ -44,6 +44,7 @@ pg_test!(streamed_wal_matches_the_server_byte_for_byte, |major| {
                     let take = (SEG as usize - segment.len()).min(data.len());
                     segment.extend_from_slice(&data[..take]);
                 }
+                StreamEvent::ReplyRequested => {}
                 StreamEvent::End(e) => anyhow::bail!("stream ended early: {e:?}"),
             }
         }
@@ -91,6 +92,7 @@ pg_test!(promotion_ends_the_timeline, |major| {
                     ensure!(at == received, "gap at {at}");
                     received = Lsn(at.0 + data.len() as u64);
                 }
+                StreamEvent::ReplyRequested => {}
                 StreamEvent::End(end) => break end,
             }
         };

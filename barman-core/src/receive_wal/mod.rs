@@ -325,6 +325,16 @@ async fn stream_once(
                         }
                     }
                 }
+                Ok(StreamEvent::ReplyRequested) => {
+                    // The WAL sender waits for our flush position (idle, or shutting down: a
+                    // server stop waits until every byte sent is confirmed flushed, so an
+                    // unsynced tail would hold `pg_ctl stop` for wal_sender_timeout).
+                    if let Some(seg) = current.as_mut() {
+                        seg.sync()?;
+                        last_sync = Instant::now();
+                        rx.flushed(seg.synced_end()).await?;
+                    }
+                }
                 Ok(StreamEvent::End(end)) => break end,
                 Err(e) => {
                     if let Some(seg) = current.as_mut() {
