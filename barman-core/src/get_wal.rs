@@ -169,13 +169,13 @@ fn send_file(
     let file = std::fs::File::open(path).map_err(|e| StorageError::io(StorageOp::Open, path, e))?;
     if opts.keep_compression || stored == opts.compress_output {
         let mut file = file;
-        io::copy(&mut file, out).map_err(output_err)?;
+        copy_chunked(&mut file, out).map_err(output_err)?;
         return out.flush().map_err(output_err);
     }
     let mut plain = compression.decoder(stored, file).map_err(compression_err)?;
     match opts.compress_output {
         None => {
-            io::copy(&mut plain, out).map_err(output_err)?;
+            copy_chunked(&mut plain, out).map_err(output_err)?;
         }
         Some(algorithm) => {
             // The encoder owns its sink (a custom filter runs in a thread): it writes into a
@@ -198,6 +198,27 @@ fn send_file(
         }
     }
     out.flush().map_err(output_err)
+}
+
+/// Read size when sending: `io::copy` through `dyn` reader and writer moves 8 KiB at a time,
+/// and standard output (line-buffered) turns each of those into two `write` calls — 4096 for
+/// one 16 MiB segment. A large chunk keeps a segment to a few dozen.
+const SEND_CHUNK: usize = 1 << 20;
+
+/// `io::copy` in [`SEND_CHUNK`] pieces.
+fn copy_chunked(input: &mut dyn Read, out: &mut dyn Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; SEND_CHUNK];
+    let mut total = 0;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 /// An owned, sendable sink whose bytes the caller moves on to a borrowed writer.

@@ -28,6 +28,9 @@
 //!    it is. Refused files go to `errors/<name>.<UTC stamp>.<reason>`; barman-rs adds two
 //!    reasons to Barman's `duplicate` and `unknown`: `corrupt` (fails validation) and
 //!    `foreign` (another system identifier). Barman's `check` counts both as "unknown failure".
+//!    This step, the CPU-bound one, runs for several files at once (`stage`, one worker per
+//!    CPU, [`ArchiverSettings::workers`]); everything after it happens one file at a time, in
+//!    the batch's (WAL) order, exactly as when files are archived one after the other.
 //! 4. Under the xlog.db lock: the temporary file is fsynced and renamed into place and the
 //!    directory fsynced; only then is the xlog.db line appended (and fsynced).
 //! 5. The source is removed and its directory fsynced. A crash anywhere leaves the source in
@@ -44,6 +47,7 @@
 
 pub mod batch;
 pub mod check;
+mod stage;
 #[cfg(test)]
 mod tests;
 pub mod switch;
@@ -56,7 +60,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use barman_replication::{Lsn, SystemId};
+use barman_replication::Lsn;
 
 use crate::catalog::{self, CatalogError, ErrorReason, LockKind, ServerCatalog, ServerIdentity, XlogDbEntry};
 use crate::compression::{Compression, CompressionError, WalCompression};
@@ -67,10 +71,11 @@ use crate::storage::{self, create_dir_all_durable, durable_rename, fsync_dir, At
 use crate::wal::{WalFileName, WalSegmentSize};
 
 pub use batch::{Batch, EntryKind};
+use stage::{Prepared, Staged, Stager};
 pub use check::{Checked, ContentCheck, Refusal};
 pub use waiting::{check_backup, complete_waiting_backups, latest_archived_segments};
 
-/// Read size while checking and compressing.
+/// Read size while comparing duplicates.
 const CHUNK: usize = 256 * 1024;
 
 /// Where an archiver takes its files from.
@@ -116,6 +121,10 @@ pub struct ArchiverSettings {
     /// The `pre`/`post` `archive_script` and `archive_retry_script` hooks, run around each
     /// file (see [`ArchiverSettings::with_hooks`]); `None`: no hooks.
     pub hooks: Option<HookSet>,
+    /// How many files are checked and compressed at once (default: the CPUs available).
+    /// Committing stays one file at a time, in WAL order; with hooks, files are archived one
+    /// after the other.
+    pub workers: usize,
 }
 
 impl ArchiverSettings {
@@ -133,6 +142,7 @@ impl ArchiverSettings {
             segment_size: None,
             verbose: true,
             hooks: None,
+            workers: default_workers(),
         })
     }
 
@@ -155,8 +165,15 @@ impl ArchiverSettings {
             segment_size: None,
             verbose: true,
             hooks: None,
+            workers: default_workers(),
         }
     }
+}
+
+/// One worker per CPU available, at most 8: checking and compressing are CPU-bound, and more
+/// would only add temporary files waiting for their turn.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 /// Something Barman prints while archiving; [`console_line`](Self::console_line) is the text.
@@ -386,13 +403,14 @@ pub fn archive_wal(
         Err(e) => return Err(e.into()),
     };
     let system_id = ServerIdentity::read(&catalog.identity_path())?.map(|i| i.systemid);
-    let mut run = Run { catalog, settings, system_id, indexed: None, on_event };
+    let stager = Stager { catalog, settings, system_id, mkdir: std::sync::Mutex::new(()) };
+    let mut run = Run { catalog, settings, indexed: None, on_event };
     let mut report = ArchiveReport::default();
     if settings.streaming_archiver {
-        report.passes.push(run.pass(WalSource::Streaming)?);
+        report.passes.push(run.pass(&stager, WalSource::Streaming)?);
     }
     if settings.file_archiver {
-        report.passes.push(run.pass(WalSource::FileArchival)?);
+        report.passes.push(run.pass(&stager, WalSource::FileArchival)?);
     }
     Ok(report)
 }
@@ -400,7 +418,6 @@ pub fn archive_wal(
 struct Run<'a> {
     catalog: &'a ServerCatalog,
     settings: &'a ArchiverSettings,
-    system_id: Option<SystemId>,
     /// Names in xlog.db, loaded the first time a duplicate needs them.
     indexed: Option<std::collections::HashSet<WalFileName>>,
     on_event: &'a mut dyn FnMut(&ArchiveEvent),
@@ -424,7 +441,7 @@ impl Run<'_> {
         (self.on_event)(&event);
     }
 
-    fn pass(&mut self, source: WalSource) -> Result<PassReport, ArchiveError> {
+    fn pass(&mut self, stager: &Stager<'_>, source: WalSource) -> Result<PassReport, ArchiveError> {
         let (dir, batch_size) = match source {
             WalSource::Streaming => (self.catalog.streaming_directory(), self.settings.streaming_archiver_batch_size),
             WalSource::FileArchival => (self.catalog.incoming_directory(), self.settings.archiver_batch_size),
@@ -451,13 +468,29 @@ impl Run<'_> {
             unknown: Vec::new(),
             left_behind: batch.left_behind.iter().map(|n| lossy(n)).collect(),
         };
-        for (i, (file_name, wal)) in batch.files.iter().enumerate() {
-            if i == 0 && !self.settings.verbose {
-                self.emit(header.clone());
+        if self.settings.hooks.is_some() {
+            // Each file between its own hooks: one after the other.
+            for (i, (file_name, wal)) in batch.files.iter().enumerate() {
+                if i == 0 && !self.settings.verbose {
+                    self.emit(header.clone());
+                }
+                self.emit(ArchiveEvent::File { name: lossy(file_name) });
+                let outcome = self.archive_one(stager, source, &dir, file_name, *wal)?;
+                report.outcomes.push(outcome);
             }
-            self.emit(ArchiveEvent::File { name: lossy(file_name) });
-            let outcome = self.archive_one(source, &dir, file_name, *wal)?;
-            report.outcomes.push(outcome);
+        } else {
+            // Checked and compressed ahead on `workers` threads; committed here, in order.
+            let prepare = |(file_name, wal): &(OsString, WalFileName)| stager.prepare(source, &dir.join(file_name), *wal);
+            stage::in_order(self.settings.workers, &batch.files, prepare, |i, prepared| {
+                let (file_name, wal) = &batch.files[i];
+                if i == 0 && !self.settings.verbose {
+                    self.emit(header.clone());
+                }
+                self.emit(ArchiveEvent::File { name: lossy(file_name) });
+                let outcome = self.finish(&dir.join(file_name), file_name, *wal, prepared)?;
+                report.outcomes.push(outcome);
+                Ok::<(), ArchiveError>(())
+            })?;
         }
         if batch.files.is_empty() && self.settings.verbose {
             self.emit(ArchiveEvent::NoFileFound);
@@ -479,14 +512,15 @@ impl Run<'_> {
     /// ignored: it is after the fact), post script.
     fn archive_one(
         &mut self,
+        stager: &Stager<'_>,
         source: WalSource,
         dir: &Path,
         file_name: &OsStr,
         wal: WalFileName,
     ) -> Result<FileOutcome, ArchiveError> {
-        let Some(hooks) = self.settings.hooks.clone() else { return self.archive_file(source, dir, file_name, wal) };
+        let Some(hooks) = self.settings.hooks.clone() else { return self.archive_file(stager, source, dir, file_name, wal) };
         let src = dir.join(file_name);
-        let Ok(meta) = std::fs::metadata(&src) else { return self.archive_file(source, dir, file_name, wal) };
+        let Ok(meta) = std::fs::metadata(&src) else { return self.archive_file(stager, source, dir, file_name, wal) };
         let mtime = meta.modified().map(epoch_seconds).unwrap_or(0.0);
         let arrived_as = match source {
             WalSource::Streaming => None,
@@ -499,7 +533,7 @@ impl Run<'_> {
         if let Err(abort) = hooks.run_pre(&|h| h.env_from_wal(&before, &src, None)) {
             return Err(ArchiveError::HookAbort { name: lossy(file_name), abort });
         }
-        let outcome = self.archive_file(source, dir, file_name, wal);
+        let outcome = self.archive_file(stager, source, dir, file_name, wal);
         let dst = self.catalog.wal_path(&wal);
         let (after, error) = match &outcome {
             Ok(FileOutcome::Archived(a)) => (a.entry.clone(), None),
@@ -516,38 +550,33 @@ impl Run<'_> {
 
     fn archive_file(
         &mut self,
+        stager: &Stager<'_>,
         source: WalSource,
         dir: &Path,
         file_name: &OsStr,
         wal: WalFileName,
     ) -> Result<FileOutcome, ArchiveError> {
         let src = dir.join(file_name);
-        let meta = match std::fs::metadata(&src) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let prepared = stager.prepare(source, &src, wal);
+        self.finish(&src, file_name, wal, prepared)
+    }
+
+    /// The second half of archiving a file, once [`Stager::prepare`] has read it: steps 2, 4
+    /// and 5 of the [module documentation](self). Called in the batch's order.
+    fn finish(
+        &mut self,
+        src: &Path,
+        file_name: &OsStr,
+        wal: WalFileName,
+        prepared: Result<Prepared, ArchiveError>,
+    ) -> Result<FileOutcome, ArchiveError> {
+        let (staged, mtime, dst) = match prepared? {
+            Prepared::Vanished => {
                 tracing::warn!(file = %src.display(), "vanished before it could be archived");
                 return Ok(FileOutcome::Vanished { name: lossy(file_name) });
             }
-            Err(e) => return Err(StorageError::io(StorageOp::Metadata, &src, e).into()),
-        };
-        let mtime = meta.modified().map_err(|e| StorageError::io(StorageOp::Metadata, &src, e))?;
-        // The streaming archiver knows pg_receivewal's files are plain; incoming/ may hold
-        // files compressed by the archive_command (Barman's from_file(compression=...)).
-        let arrived_as = match source {
-            WalSource::Streaming => None,
-            WalSource::FileArchival => {
-                self.settings.compression.identify(&read_prefix(&src, self.settings.compression.magic_len())?)
-            }
-        };
-        let dst = self.catalog.wal_path(&wal);
-        if storage::fs::exists(&dst)? {
-            return self.duplicate(&src, file_name, wal, arrived_as, &dst);
-        }
-        create_dir_all_durable(&self.catalog.wal_dir(&wal), DIR_MODE)?;
-
-        let staged = match arrived_as {
-            None => self.check_and_compress(&src, wal, &dst, meta.len(), mtime)?,
-            Some(c) => self.check_and_copy(&src, wal, &dst, c)?,
+            Prepared::Duplicate { arrived_as, dst } => return self.duplicate(src, file_name, wal, arrived_as, &dst),
+            Prepared::Staged { staged, mtime, dst } => (staged, mtime, dst),
         };
         let (file, size, compression, checked) = match staged {
             Staged::Ready { file, size, compression, checked } => (file, size, compression, checked),
@@ -561,15 +590,10 @@ impl Run<'_> {
                 };
                 tracing::warn!(server = %self.settings.server, file = %src.display(), %reason, %detail, "refusing WAL");
                 self.emit(ArchiveEvent::Refused { name: lossy(file_name), reason: reason.clone(), detail: detail.clone() });
-                let moved = self.move_to_errors(&src, file_name, reason, Some(detail))?;
+                let moved = self.move_to_errors(src, file_name, reason, Some(detail))?;
                 return Ok(FileOutcome::Refused(moved));
             }
         };
-        let mut file = file;
-        // The buffered tail must reach the file before its mtime is set, or writing it
-        // later (at commit) would stamp the archival time instead of the source's.
-        file.flush().map_err(unwrap_storage)?;
-        set_mtime(file.temp_path(), mtime)?;
         let entry = XlogDbEntry {
             name: wal,
             size,
@@ -578,7 +602,7 @@ impl Run<'_> {
             encryption: None,
         };
         self.commit_and_index(file, &entry)?;
-        remove_source(&src)?;
+        remove_source(src)?;
         if let Some(partial_tail) = &checked.tail_problem {
             tracing::info!(file = %wal, valid_up_to = ?checked.valid_up_to, tail = %partial_tail, "archived a .partial file; its WAL ends before the file does");
         }
@@ -588,102 +612,6 @@ impl Run<'_> {
             valid_up_to: checked.valid_up_to,
             tail_problem: checked.tail_problem,
         }))
-    }
-
-    fn content_check(&self, wal: WalFileName, length: Option<u64>) -> ContentCheck {
-        ContentCheck::new(wal, self.system_id, self.settings.segment_size, length)
-    }
-
-    /// A plain source: one read feeds the check and the compressor.
-    fn check_and_compress(
-        &self,
-        src: &Path,
-        wal: WalFileName,
-        dst: &Path,
-        length: u64,
-        mtime: SystemTime,
-    ) -> Result<Staged, ArchiveError> {
-        let algorithm = self.settings.compression.algorithm;
-        let file = AtomicFile::create(dst, FILE_MODE)?;
-        let mtime32 = u32::try_from(epoch_seconds(mtime) as u64).unwrap_or(0);
-        let compression_err = |source| ArchiveError::Compression { path: dst.to_path_buf(), source };
-        let mut encoder = self
-            .settings
-            .compression
-            .encoder(algorithm, &wal.to_string(), mtime32, Counting { inner: file, bytes: 0 })
-            .map_err(compression_err)?;
-        let mut check = self.content_check(wal, Some(length));
-        let mut input = SourceReader::open(src)?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = input.read(&mut buf).map_err(unwrap_storage)?;
-            if n == 0 {
-                break;
-            }
-            check.feed(&buf[..n]);
-            if check.failed() {
-                break;
-            }
-            if let Err(e) = encoder.write_all(&buf[..n]) {
-                return Err(match storage_cause(e) {
-                    Ok(storage) => storage.into(),
-                    // A custom filter that died: its exit status says why.
-                    Err(e) => match encoder.finish() {
-                        Err(source) => compression_err(source),
-                        Ok(_) => compression_err(CompressionError::Io { algorithm: algorithm.unwrap_or(Compression::Custom), source: e }),
-                    },
-                });
-            }
-        }
-        let checked = match check.finish() {
-            Ok(c) => c,
-            Err(refusal) => return Ok(Staged::Refused(refusal)),
-        };
-        let counting = encoder.finish().map_err(|e| match e {
-            CompressionError::Io { source, algorithm } => match storage_cause(source) {
-                Ok(storage) => storage.into(),
-                Err(source) => compression_err(CompressionError::Io { algorithm, source }),
-            },
-            other => compression_err(other),
-        })?;
-        Ok(Staged::Ready { size: counting.bytes, file: counting.inner, compression: algorithm, checked })
-    }
-
-    /// A source that arrived compressed: checked through a decompressor, then stored as is.
-    fn check_and_copy(&self, src: &Path, wal: WalFileName, dst: &Path, algorithm: Compression) -> Result<Staged, ArchiveError> {
-        let mut check = self.content_check(wal, None);
-        let mut decoded = self
-            .settings
-            .compression
-            .decoder(Some(algorithm), SourceReader::open(src)?)
-            .map_err(|source| ArchiveError::Compression { path: src.to_path_buf(), source })?;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match decoded.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    check.feed(&buf[..n]);
-                    if check.failed() {
-                        break;
-                    }
-                }
-                Err(e) => match storage_cause(e) {
-                    Ok(storage) => return Err(storage.into()),
-                    Err(e) => {
-                        return Ok(Staged::Refused(Refusal::Corrupt(format!("cannot decompress ({algorithm}): {e}"))))
-                    }
-                },
-            }
-        }
-        drop(decoded);
-        let checked = match check.finish() {
-            Ok(c) => c,
-            Err(refusal) => return Ok(Staged::Refused(refusal)),
-        };
-        let mut out = Counting { inner: AtomicFile::create(dst, FILE_MODE)?, bytes: 0 };
-        let mut input = SourceReader::open(src)?;
-        io::copy(&mut input, &mut out).map_err(unwrap_storage)?;
-        Ok(Staged::Ready { size: out.bytes, file: out.inner, compression: Some(algorithm), checked })
     }
 
     /// Makes the staged file durable in the archive, then records it in xlog.db — both under
@@ -831,29 +759,6 @@ impl Run<'_> {
             Err(e) => return Err(e.into()),
         };
         Ok(MovedToErrors { name: lossy(file_name), reason, detail, path: moved })
-    }
-}
-
-enum Staged {
-    Ready { file: AtomicFile, size: u64, compression: Option<Compression>, checked: Checked },
-    Refused(Refusal),
-}
-
-/// Counts the bytes that reach the inner writer: the size on disk of what was compressed.
-struct Counting<W> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

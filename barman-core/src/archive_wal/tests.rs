@@ -514,6 +514,67 @@ fn without_identity_json_any_system_is_accepted() {
     assert_eq!(site.xlogdb_names(), [name]);
 }
 
+#[test]
+fn files_checked_in_parallel_are_committed_in_wal_order_and_a_corrupt_one_still_goes_to_errors() {
+    for workers in [1, 2, 3, 8] {
+        let mut site = Site::new(17);
+        site.settings.workers = workers;
+        site.settings.compression = WalCompression::with(Compression::Zstd);
+        let names: Vec<String> = (0..7).map(|i| site.incoming(i)).collect();
+        // A flipped byte among the small records of the second segment.
+        let bad = names[1].clone();
+        let mut wal = capture(17, &bad);
+        wal[100_000] ^= 0x55;
+        site.put_bytes(site.catalog.incoming_directory(), &bad, &wal);
+
+        let (report, lines) = site.archive();
+        let mut expected = vec!["Processing xlog segments from file archival for pg".to_owned()];
+        for n in &names {
+            expected.push(format!("\t{n}"));
+            if *n == bad {
+                let refused = lines.iter().find(|l| l.starts_with(&format!("\tError: {bad} is not valid WAL (corrupt: ")));
+                expected.push(refused.unwrap_or_else(|| panic!("{workers} workers: {lines:?}")).clone());
+            }
+        }
+        assert_eq!(lines, expected, "{workers} workers: Barman's lines, in order");
+        let good: Vec<String> = names.iter().filter(|n| **n != bad).cloned().collect();
+        let archived: Vec<String> = report.archived().map(|a| a.entry.name.to_string()).collect();
+        assert_eq!(archived, good, "{workers} workers");
+        assert_eq!(site.xlogdb_names(), good, "{workers} workers: xlog.db in WAL order");
+        for n in &good {
+            assert_eq!(site.archived_content(n), capture(17, n), "{workers} workers: {n}");
+        }
+        let errors = site.errors();
+        assert!(errors.len() == 1 && is_error_file(&errors[0], &bad, "corrupt"), "{workers} workers: {errors:?}");
+        assert!(list(site.catalog.incoming_directory()).is_empty());
+        assert!(walk(site.catalog.wals_directory()).iter().all(|f| !f.ends_with(".tmp")), "{workers} workers");
+    }
+}
+
+#[test]
+fn an_error_mid_batch_keeps_what_follows_in_incoming_and_leaves_no_temporary() {
+    let mut site = Site::new(16);
+    site.settings.workers = 4;
+    let names: Vec<String> = (0..7).map(|i| site.incoming(i)).collect();
+    // Where the fourth file would be archived stands a directory: it cannot be read as a
+    // duplicate, and archiving stops there, after the files before it were committed.
+    let blocked = site.archived_path(&names[3]);
+    std::fs::create_dir_all(&blocked).expect("mkdir");
+    let mut lines = Vec::new();
+    let err = archive_wal(&site.catalog, &site.settings, &mut |e| lines.push(e.console_line())).expect_err("stops");
+    assert!(matches!(err, ArchiveError::Storage(_)), "{err:?}");
+    assert_eq!(site.xlogdb_names(), names[..3].to_vec());
+    assert_eq!(list(site.catalog.incoming_directory()), names[3..].to_vec(), "the rest waits for the next run");
+    // The files staged ahead of the failure were dropped with their temporary files.
+    assert!(walk(site.catalog.wals_directory()).iter().all(|f| !f.ends_with(".tmp")), "{:?}", walk(site.catalog.wals_directory()));
+    assert!(lines.last().is_some_and(|l| *l == format!("\t{}", names[3])), "{lines:?}");
+
+    std::fs::remove_dir(&blocked).expect("rmdir");
+    let (report, _) = site.archive();
+    assert_eq!(report.archived().count(), 4);
+    assert_eq!(site.xlogdb_names(), names);
+}
+
 mod waiting_for_wals {
     use super::*;
     use crate::catalog::{BackupId, BackupInfo, BackupStatus};

@@ -75,7 +75,14 @@ pub fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
 /// opened are reported (Linux ≥ 5.8), so a failed write is never taken for durable data.
 pub fn sync_filesystem(path: &Path) -> Result<(), StorageError> {
     let handle = File::open(path).map_err(io_err(StorageOp::Open, path))?;
-    rustix::fs::syncfs(&handle).map_err(|e| StorageError::io(StorageOp::SyncDir, path, e.into()))
+    sync_filesystem_of(&handle, path)
+}
+
+/// [`sync_filesystem`] through `handle` (a file or directory on that filesystem, named `path`
+/// in errors). Opened before the writes begin, it also reports writeback errors that happened
+/// before the sync was called — `syncfs` reports only those since its descriptor was opened.
+pub fn sync_filesystem_of(handle: &File, path: &Path) -> Result<(), StorageError> {
+    rustix::fs::syncfs(handle).map_err(|e| StorageError::io(StorageOp::SyncDir, path, e.into()))
 }
 
 /// Renames `from` to `to` and fsyncs the directories involved (both, when they differ), so

@@ -821,7 +821,9 @@ impl SegmentValidator {
                     n
                 }
                 _ => {
-                    let in_page = self.pos % self.block;
+                    // `block` is a power of two (checked in `new`): a mask, not a division,
+                    // on this path taken once or twice per record.
+                    let in_page = self.pos & (self.block - 1);
                     if in_page == 0 && self.page_need == 0 {
                         self.page_need = if self.pos == self.start {
                             LONG_HEADER
