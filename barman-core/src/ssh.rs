@@ -11,6 +11,8 @@
 //!   file that vanished or shrank while it was read (Barman's `VANISHED_RE`): PostgreSQL drops
 //!   and truncates files during a backup, and the WAL replay puts them right.
 //!
+//! `barman check`'s `ssh` and `ssh output clean` lines for either command are [`ssh_checks`].
+//!
 //! Every rsync runs as a child registered in a [`ChildSet`], so an interrupted operation can
 //! stop the processes it started, and only those ([`ChildSet::cancel`]).
 
@@ -256,6 +258,50 @@ fn only_vanished(stderr: &str) -> bool {
             || (lower.starts_with("rsync: read errors mapping \"") && lower.ends_with("no data available (61)"))
             || (lower.starts_with("rsync error: ") && lower.contains("(code 23) at main.c("))
     })
+}
+
+/// Barman's remote `ssh` check (`ExternalBackupExecutor._remote_check`, and the passive
+/// node's `PassiveBackupExecutor.check`): `true` run through `ssh_command` with
+/// `-o BatchMode=yes -o StrictHostKeyChecking=no` added (Barman's `UnixRemoteCommand`), the
+/// check's hint naming the host (`host`, e.g. `PostgreSQL server`); and, when the remote shell
+/// printed something, `ssh output clean` fails, as that output would corrupt what is sent over
+/// the connection (rsync's protocol, sync-info's JSON).
+pub fn ssh_checks(ssh_command: &str, host: &str) -> Vec<crate::diagnostics::CheckResult> {
+    let result = |name: &str, ok: bool, hint: String| crate::diagnostics::CheckResult {
+        name: name.to_owned(),
+        ok,
+        hint: Some(hint),
+        perfdata: None,
+        details: Vec::new(),
+    };
+    let mut words = ssh_command.split_whitespace();
+    let program = words.next().unwrap_or_default();
+    let options: Vec<&str> = words.collect();
+    let line = format!("{program} -o BatchMode=yes -o StrictHostKeyChecking=no {}", options.join(" "));
+    match remote_shell(&line, "true") {
+        Ok(out) => {
+            let mut checks = vec![result("ssh", true, host.to_owned())];
+            if !out.is_empty() {
+                checks.push(result(
+                    "ssh output clean",
+                    false,
+                    "the configured ssh_command must not add anything to the remote command output".to_owned(),
+                ));
+            }
+            checks
+        }
+        Err(e) => {
+            let hint = match e {
+                SshError::Failed { status, .. } => format!(
+                    "Connection failed using '{program} {} -o BatchMode=yes -o StrictHostKeyChecking=no' return code {}",
+                    options.join(" "),
+                    status.code().unwrap_or(-1)
+                ),
+                _ => format!("Unable to execute {program}"),
+            };
+            vec![result("ssh", false, hint)]
+        }
+    }
 }
 
 /// Shares `items` (each with its size) out into at most `n` lists of similar total size:

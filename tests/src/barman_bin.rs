@@ -131,6 +131,17 @@ impl BarmanSite {
         self.home.path().join("pg")
     }
 
+    /// The IDs of the backups with a directory in `base/`, oldest first.
+    pub fn backup_ids(&self) -> anyhow::Result<Vec<String>> {
+        let base = self.server_dir().join("base");
+        let mut ids: Vec<String> = std::fs::read_dir(&base)
+            .with_context(|| format!("reading {}", base.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     /// `barman -c <config> <args…>`.
     pub fn run(&self, args: &[&str]) -> anyhow::Result<BarmanRun> {
         run_barman(&self.config, args)

@@ -506,6 +506,19 @@ impl Cluster {
         Ok(cmd.run()?.trim().to_owned())
     }
 
+    /// `CREATE TABLESPACE <name>` in a new directory `<root>/<name>` that the server user owns;
+    /// returns the directory.
+    pub fn create_tablespace(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let location = self.root_dir().join(name);
+        fs::create_dir(&location).with_context(|| format!("creating {}", location.display()))?;
+        if let Some(user) = self.server_user() {
+            std::os::unix::fs::chown(&location, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("chown {}", location.display()))?;
+        }
+        self.sql(&format!("CREATE TABLESPACE {name} LOCATION '{}'", location.display()))?;
+        Ok(location)
+    }
+
     /// `SELECT pg_switch_wal()`: closes the current segment; returns the switch LSN as text.
     pub fn switch_wal(&self) -> anyhow::Result<String> {
         self.sql("SELECT pg_switch_wal()")

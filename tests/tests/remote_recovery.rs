@@ -54,13 +54,21 @@ fn switch_wal(run: &dyn Fn(&[&str]) -> anyhow::Result<BarmanRun>) -> anyhow::Res
     Ok(())
 }
 
-/// The backup IDs, oldest first.
-fn backup_ids(site: &BarmanSite) -> anyhow::Result<Vec<String>> {
-    let mut ids: Vec<String> = std::fs::read_dir(site.server_dir().join("base"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    ids.sort();
-    Ok(ids)
+/// `recover pg <id>` into `restored`'s data directory through `ssh`, the tablespace `tbs`
+/// relocated to `<restored's root>/tbs`, with `extra` options.
+fn recover_remotely(site: &BarmanSite, id: &str, restored: &Cluster, ssh: &str, extra: &[&str]) -> anyhow::Result<BarmanRun> {
+    let dest = restored.data_dir();
+    let ts_rule = format!("tbs:{}", restored.root_dir().join("tbs").display());
+    let mut args = vec!["recover", "pg", id, dest.to_str().context("utf-8")?, "--remote-ssh-command", ssh, "--tablespace", &ts_rule];
+    args.extend_from_slice(extra);
+    site.run(&args)
+}
+
+/// Starts the restored cluster, waits for the end of its recovery and counts the rows of `t`.
+fn start_and_count(restored: &Cluster) -> anyhow::Result<String> {
+    restored.start_existing()?;
+    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
+    restored.sql("SELECT count(*) FROM t")
 }
 
 pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
@@ -74,12 +82,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
 
     // A setting Barman neutralises, and a tablespace to send elsewhere.
     pg.sql("ALTER SYSTEM SET archive_command = '/bin/true'")?;
-    let tbs = pg.root_dir().join("tbs");
-    std::fs::create_dir(&tbs)?;
-    if let Some(user) = server_user()? {
-        std::os::unix::fs::chown(&tbs, Some(user.uid), Some(user.gid))?;
-    }
-    pg.sql(&format!("CREATE TABLESPACE tbs LOCATION '{}'", tbs.display()))?;
+    pg.create_tablespace("tbs")?;
     pg.sql("CREATE TABLE t (id int PRIMARY KEY) TABLESPACE tbs; INSERT INTO t SELECT generate_series(1, 100)")?;
     backup(&run)?;
     let text = std::fs::read_to_string(&site.config)?;
@@ -89,7 +92,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     pg.sql("INSERT INTO t SELECT generate_series(201, 250); SELECT pg_create_restore_point('rp')")?;
     pg.sql("INSERT INTO t SELECT generate_series(251, 300)")?;
     switch_wal(&run)?;
-    let ids = backup_ids(&site)?;
+    let ids = site.backup_ids()?;
     ensure!(ids.len() == 2, "two backups: {ids:?}");
     let info = std::fs::read_to_string(site.server_dir().join(format!("meta/{}-backup.info", ids[1])))?;
     ensure!(info.contains("compression=zstd"), "the second backup is zstd-compressed:\n{info}");
@@ -102,11 +105,13 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
     let dest = restored.data_dir();
     let ts_dest = restored.root_dir().join("tbs");
-    let ts_rule = format!("tbs:{}", ts_dest.display());
-    let dest_arg = dest.to_str().context("utf-8")?;
-    let args = ["recover", "pg", &ids[0], dest_arg, "--remote-ssh-command", &ssh, "--tablespace", &ts_rule, "--bwlimit", "100000", "-j", "2"];
-    let r = site.run(&args)?;
+    let extra = ["--bwlimit", "100000", "-j", "2"];
+    // What a standby's backup holds (standby_backup.rs takes a real one): removed on the remote
+    // side before recovery.signal is sent.
+    std::fs::write(site.server_dir().join(format!("base/{}/data/standby.signal", ids[0])), "")?;
+    let r = recover_remotely(&site, &ids[0], &restored, &ssh, &extra)?;
     ensure!(r.code == 0, "{r}");
+    ensure!(r.stdout.contains("Removed standby.signal found in the backup") && !dest.join("standby.signal").exists(), "{r}");
     ensure!(r.stdout.contains("Starting remote restore for server pg") && r.stdout.contains(&format!("Remote command: {ssh}")), "{r}");
     ensure!(r.stdout.contains("Copying required WAL segments."), "{r}");
     assert_owned_by_server_user(&dest)?;
@@ -119,40 +124,20 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     ensure!(dest.join(".barman-recover.info").exists() && dest.join(format!("backup_manifest.{}", ids[0])).exists());
     ensure!(dest.join("barman_wal").read_dir()?.count() > 1, "WAL sent");
     // A second restore into the same directory is refused.
-    let r = site.run(&args)?;
+    let r = recover_remotely(&site, &ids[0], &restored, &ssh, &extra)?;
     ensure!(r.code == 1 && r.stderr.contains("on the remote host is not empty"), "{r}");
-    restored.start_existing()?;
-    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
-    ensure!(restored.sql("SELECT count(*) FROM t")? == "300", "all rows");
+    ensure!(start_and_count(&restored)? == "300", "all rows");
 
     // The zstd backup, unpacked in the staging path, sent, recovered to the restore point.
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
-    let dest = restored.data_dir();
-    let ts_dest = restored.root_dir().join("tbs");
-    let ts_rule = format!("tbs:{}", ts_dest.display());
-    let r = site.run(&[
-        "recover",
-        "pg",
-        &ids[1],
-        dest.to_str().context("utf-8")?,
-        "--remote-ssh-command",
-        &ssh,
-        "--staging-path",
-        staging.path().to_str().context("utf-8")?,
-        "--tablespace",
-        &ts_rule,
-        "--target-name",
-        "rp",
-        "--target-action",
-        "promote",
-    ])?;
+    let to_rp = ["--target-name", "rp", "--target-action", "promote"];
+    let staging_arg = ["--staging-path", staging.path().to_str().context("utf-8")?];
+    let r = recover_remotely(&site, &ids[1], &restored, &ssh, &[&staging_arg[..], &to_rp].concat())?;
     ensure!(r.code == 0, "{r}");
     ensure!(staging.path().read_dir()?.count() == 0, "the staging directory is removed");
-    assert_owned_by_server_user(&dest)?;
-    assert_owned_by_server_user(&ts_dest)?;
-    restored.start_existing()?;
-    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
-    ensure!(restored.sql("SELECT count(*) FROM t")? == "250", "the rows up to the restore point");
+    assert_owned_by_server_user(&restored.data_dir())?;
+    assert_owned_by_server_user(&restored.root_dir().join("tbs"))?;
+    ensure!(start_and_count(&restored)? == "250", "the rows up to the restore point");
 
     // The zstd backup again, with staging_location = remote: the archives are sent into a
     // staging path on the recovery host (a directory of the ssh user's) and unpacked there.
@@ -165,22 +150,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
     let dest = restored.data_dir();
     let ts_dest = restored.root_dir().join("tbs");
-    let r = site.run(&[
-        "recover",
-        "pg",
-        &ids[1],
-        dest.to_str().context("utf-8")?,
-        "--remote-ssh-command",
-        &ssh,
-        "--tablespace",
-        &format!("tbs:{}", ts_dest.display()),
-        "--target-name",
-        "rp",
-        "--target-action",
-        "promote",
-        "-j",
-        "2",
-    ])?;
+    let r = recover_remotely(&site, &ids[1], &restored, &ssh, &[&to_rp[..], &["-j", "2"]].concat())?;
     ensure!(r.code == 0, "{r}");
     ensure!(remote_staging.path().read_dir()?.count() == 0, "the remote staging directory is removed");
     let log = std::fs::read_to_string(site.home.path().join("barman.log"))?;
@@ -188,9 +158,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     ensure!(dest.join(format!("backup_manifest.{}", ids[1])).exists() && !dest.join("tablespace_map").exists());
     assert_owned_by_server_user(&dest)?;
     assert_owned_by_server_user(&ts_dest)?;
-    restored.start_existing()?;
-    wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
-    ensure!(restored.sql("SELECT count(*) FROM t")? == "250", "the rows up to the restore point");
+    ensure!(start_and_count(&restored)? == "250", "the rows up to the restore point");
     // Not without a remote host to stage on.
     let r = site.run(&["recover", "pg", &ids[1], "/nonexistent/x", "--staging-location", "remote"])?;
     ensure!(r.code == 1 && r.stderr.contains("--staging-location as remote requires --remote-ssh-command to be set"), "{r}");
@@ -199,21 +167,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     // get-wal on a remote host: barman-wal-restore, called back to this host.
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
     let dest = restored.data_dir();
-    let r = site.run(&[
-        "recover",
-        "pg",
-        &ids[0],
-        dest.to_str().context("utf-8")?,
-        "--remote-ssh-command",
-        &ssh,
-        "--tablespace",
-        &format!("tbs:{}", restored.root_dir().join("tbs").display()),
-        "--get-wal",
-        "-j",
-        "3",
-        "--recovery-conf-filename",
-        "barman-recovery.conf",
-    ])?;
+    let r = recover_remotely(&site, &ids[0], &restored, &ssh, &["--get-wal", "-j", "3", "--recovery-conf-filename", "barman-recovery.conf"])?;
     ensure!(r.code == 0 && r.stdout.contains("WARNING: 'get-wal' is in the specified 'recovery_options'."), "{r}");
     ensure!(r.stdout.contains("please review the barman-recovery.conf file"), "{r}");
     ensure!(!r.stdout.contains("Copying required WAL segments."), "{r}");

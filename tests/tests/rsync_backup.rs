@@ -12,16 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{ensure, Context as _};
-use barman_tests::{pg_test, server_user, wait_for, BarmanSite, Cluster, ClusterOptions, Sshd};
-
-/// The backup IDs, oldest first.
-fn backup_ids(site: &BarmanSite) -> anyhow::Result<Vec<String>> {
-    let mut ids: Vec<String> = std::fs::read_dir(site.server_dir().join("base"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
+use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions, Sshd};
 
 fn backup_info(site: &BarmanSite, id: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(site.server_dir().join(format!("meta/{id}-backup.info")))?)
@@ -62,12 +53,7 @@ pg_test!(rsync_backup_under_writes_and_reuse_link, |major| {
     // below closes it.
     pg.switch_wal()?;
 
-    let tbs = pg.root_dir().join("tbs");
-    std::fs::create_dir(&tbs)?;
-    if let Some(user) = server_user()? {
-        std::os::unix::fs::chown(&tbs, Some(user.uid), Some(user.gid))?;
-    }
-    pg.sql(&format!("CREATE TABLESPACE tbs LOCATION '{}'", tbs.display()))?;
+    let tbs = pg.create_tablespace("tbs")?;
     pg.sql("CREATE TABLE t (id serial PRIMARY KEY, v text) TABLESPACE tbs; CREATE TABLE u (id serial PRIMARY KEY, v text)")?;
     pg.sql("INSERT INTO u (v) SELECT repeat('x', 100) FROM generate_series(1, 5000)")?;
     wait_for("barman check to pass", || Ok(site.run(&["archive-wal", "pg"])?.code == 0 && site.run(&["check", "pg"])?.code == 0))?;
@@ -104,7 +90,7 @@ pg_test!(rsync_backup_under_writes_and_reuse_link, |major| {
     }
     let warning = "No backup strategy set for server 'pg' (using default 'concurrent_backup').";
     ensure!(first.stdout.contains(warning) || first.stderr.contains(warning), "{first}");
-    let ids = backup_ids(&site)?;
+    let ids = site.backup_ids()?;
     ensure!(ids.len() == 1, "{ids:?}");
     let info = backup_info(&site, &ids[0])?;
     ensure!(field(&info, "status") == Some("DONE") && field(&info, "mode") == Some("rsync-concurrent"), "{info}");
@@ -130,7 +116,7 @@ pg_test!(rsync_backup_under_writes_and_reuse_link, |major| {
     let second = site.run(&["backup", "--wait", "--wait-timeout", "60", "-j", "3", "pg"])?;
     ensure!(second.code == 0, "{second}");
     ensure!(second.stdout.contains(" (3 jobs)") && second.stdout.contains("deduplication ratio)."), "{second}");
-    let ids = backup_ids(&site)?;
+    let ids = site.backup_ids()?;
     ensure!(ids.len() == 2, "{ids:?}");
     let info2 = backup_info(&site, &ids[1])?;
     let size: u64 = field(&info2, "size").context("size")?.parse()?;
@@ -148,7 +134,7 @@ pg_test!(rsync_backup_under_writes_and_reuse_link, |major| {
     pg.sql("INSERT INTO t (v) VALUES ('last')")?;
     let third = site.run(&["backup", "--wait", "--wait-timeout", "60", "--reuse-backup", "off", "pg"])?;
     ensure!(third.code == 0 && !third.stdout.contains("deduplication ratio"), "{third}");
-    let ids = backup_ids(&site)?;
+    let ids = site.backup_ids()?;
     let b3 = site.server_dir().join("base").join(&ids[2]);
     ensure!(inode(&b2.join("data/PG_VERSION"))? != inode(&b3.join("data/PG_VERSION"))?, "nothing shared without reuse");
 

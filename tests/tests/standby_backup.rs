@@ -100,11 +100,11 @@ pg_test!(a_standby_backup_with_primary_conninfo_recovers, |major| {
     let dest = restored.data_dir();
     let r = site.run(&["recover", "pg", "latest", dest.to_str().context("utf-8")?])?;
     ensure!(r.code == 0, "{r}");
-    // A standby's copy holds its standby.signal (PostgreSQL copies it, and Barman's recover
-    // keeps it): without it the restored cluster recovers from the archive alone and promotes.
-    let signal = dest.join("standby.signal");
-    ensure!(signal.exists(), "the standby's copy has its standby.signal");
-    std::fs::remove_file(&signal)?;
+    // The standby's copy holds its standby.signal (BASE_BACKUP copies it; Barman's recover keeps
+    // it, and the restored cluster would follow the live primary): recover removes it and
+    // writes recovery.signal, so the cluster recovers to the end of the archive and promotes.
+    ensure!(r.stdout.contains("Removed standby.signal found in the backup"), "{r}");
+    ensure!(dest.join("recovery.signal").exists() && !dest.join("standby.signal").exists(), "only recovery.signal: {r}");
     restored.start_existing()?;
     wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))
         .with_context(|| restored.log_tail())?;

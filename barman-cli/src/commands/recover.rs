@@ -381,5 +381,9 @@ fn notice(out: &mut Output, n: &RecoveryNotice) {
         }
         RecoveryNotice::GeneratingConfig => out.info("Generating recovery configuration"),
         RecoveryNotice::IdentifyDangerous => out.info("Identify dangerous settings in destination directory."),
+        RecoveryNotice::SignalFilesRemoved { removed, written } => out.info(&format!(
+            "Removed {} found in the backup: the server starts with {written} only, as this recovery asks",
+            removed.join(" and ")
+        )),
     }
 }

@@ -1,7 +1,5 @@
 //! What a backup records about the server from a normal SQL session, and the small SQL helpers
-//! it is read with. Written for the rsync executor ([`super::rsync`]); the streaming executor
-//! still holds its own copy of these (`streaming.rs` was being reworked at the same time), and
-//! can switch to this module.
+//! it is read with, for both executors ([`super::streaming`], [`super::rsync`]).
 
 use barman_replication::Connection;
 

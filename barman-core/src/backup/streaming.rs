@@ -33,10 +33,7 @@ use std::time::{Duration, Instant};
 
 use barman_replication::{BaseBackupEvent, BaseBackupOptions, ConnConfig, Connection, Lsn, SessionKind, SystemId, TimelineId};
 
-use crate::catalog::{
-    BackupId, BackupInfo, BackupStatus, BarmanTimestamp, CatalogError, LockKind, PyValue, ServerCatalog,
-    ServerIdentity, Tablespace,
-};
+use crate::catalog::{BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, PyValue, ServerCatalog};
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
 use crate::hooks::HookSet;
 use crate::storage::StorageError;
@@ -46,7 +43,9 @@ use super::compressed::{
     read_member, spawn_archive_file, spawn_plain_extract, ArchiveCompression, ArchiveError, ArchiveInput, ArchivePipe,
     BackupCompressionSettings,
 };
+use super::catalog_entry;
 use super::extract::{ExtractError, PlainExtractor};
+use super::facts::{parse_pg_timestamp, read_facts, sql_one, sql_row};
 use super::standby::{Primary, PrimaryOptions};
 
 /// The largest `backup_label` read back from a compressed `base.tar*` (PostgreSQL's is a few
@@ -223,30 +222,6 @@ pub enum BackupError {
     },
 }
 
-/// The facts recorded at the start, from a normal session.
-struct ServerFacts {
-    pgdata: String,
-    config_file: String,
-    hba_file: String,
-    ident_file: String,
-    version: u32,
-    data_checksums: String,
-    summarize_wal: Option<String>,
-    begin_time: BarmanTimestamp,
-    cluster_size: Option<u64>,
-    tablespaces: Vec<Tablespace>,
-    included_files: Vec<String>,
-    segment_size: WalSegmentSize,
-}
-
-/// The local wall-clock time now, for the backup ID (Barman uses the host's zone).
-fn local_now() -> Result<time::PrimitiveDateTime, BackupError> {
-    let now = chrono::Local::now().naive_local();
-    let s = now.format("%Y%m%dT%H%M%S").to_string();
-    let id: BackupId = s.parse()?;
-    id.to_datetime().ok_or_else(|| BackupError::Invalid(format!("local time {s} is not a valid backup ID")))
-}
-
 /// Runs one streaming backup. On success the backup is `DONE` or `WAITING_FOR_WALS`; on
 /// failure after the ID was chosen it is `FAILED` and [`BackupError::Failed`] says why.
 pub async fn take_streaming_backup(
@@ -262,48 +237,11 @@ pub async fn take_streaming_backup_with(
     opts: &BackupOptions<'_>,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
-    let lock = req.catalog.lock(LockKind::ServerBackup)?;
-    req.catalog.create_skeleton()?;
-    for id in fail_abandoned(&req.catalog, &lock)? {
-        tracing::warn!(server = %req.server, backup = %id, "marked FAILED: its backup process ended without finishing it");
-    }
-    let mut id = BackupId::from_datetime(local_now()?)?;
-    // Two backups in the same second: wait for the next one rather than reuse an ID.
-    while req.catalog.backup_info_path(id).exists() || req.catalog.backup_dir(id).exists() {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        id = BackupId::from_datetime(local_now()?)?;
-    }
-    let mut info = BackupInfo::new(id);
-    info.server_name = Some(req.server.clone());
-    info.backup_name = req.name.clone();
-    info.mode = Some("postgres".into());
-    info.status = BackupStatus::Empty;
-    info.write(&req.catalog)?;
-    notify(BackupNotice::Starting { id, dir: req.catalog.backup_dir(id) });
-    if let Some(hooks) = opts.hooks {
-        if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(&req.catalog, &info)) {
-            let reason = format!("failure starting backup ({abort})");
-            info.status = BackupStatus::Failed;
-            info.error = Some(reason.clone());
-            info.write(&req.catalog)?;
-            return Err(BackupError::Failed { id, reason });
-        }
-    }
-    info.status = BackupStatus::Started;
-    info.write(&req.catalog)?;
-
+    let (_lock, mut info) = catalog_entry::open(&req.catalog, &req.server, req.name.clone(), "postgres", opts.hooks, notify).await?;
     let started = Instant::now();
     let mut phase = "starting backup";
-    match run(req, opts, &mut info, &mut phase, started, notify).await {
-        Ok(()) => Ok(info),
-        Err(e) => {
-            let reason = format!("failure {phase} ({})", first_line(&crate::error_chain(&e)));
-            info.status = BackupStatus::Failed;
-            info.error = Some(reason.clone());
-            info.write(&req.catalog)?;
-            Err(BackupError::Failed { id, reason })
-        }
-    }
+    let outcome = run(req, opts, &mut info, &mut phase, started, notify).await;
+    catalog_entry::close(&req.catalog, info, phase, outcome)
 }
 
 /// The error recorded for a backup whose process died (killed, crashed, machine restarted).
@@ -354,34 +292,14 @@ async fn run(
     let compression = opts.compression;
     let mut sql = Connection::connect(&req.conninfo.parse()?, SessionKind::Normal).await?;
     let facts = read_facts(&mut sql).await?;
+    let begin_time = parse_pg_timestamp(&sql_one(&mut sql, "SELECT CURRENT_TIMESTAMP").await?)?;
     let in_recovery = sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "t";
     let mut repl = connect_streaming(req).await?;
     let sys = repl.identify_system().await?;
 
-    let identity_path = req.catalog.identity_path();
-    match ServerIdentity::read(&identity_path)? {
-        Some(known) if known.systemid != sys.system_id => {
-            return Err(BackupError::ForeignSystem { expected: known.systemid.to_string(), found: sys.system_id.to_string() })
-        }
-        Some(_) => {}
-        None => {
-            let identity = ServerIdentity { systemid: sys.system_id, version: (facts.version / 10000).to_string(), extra: Default::default() };
-            identity.write_if_missing(&identity_path)?;
-        }
-    }
-    info.systemid = Some(sys.system_id);
-    info.version = Some(facts.version);
-    info.pgdata = Some(facts.pgdata.clone());
-    info.config_file = Some(facts.config_file.clone());
-    info.hba_file = Some(facts.hba_file.clone());
-    info.ident_file = Some(facts.ident_file.clone());
-    info.data_checksums = Some(facts.data_checksums.clone());
-    info.summarize_wal = facts.summarize_wal.clone();
-    info.begin_time = Some(facts.begin_time);
-    info.cluster_size = facts.cluster_size;
-    info.tablespaces = (!facts.tablespaces.is_empty()).then(|| facts.tablespaces.clone());
-    info.included_files = (!facts.included_files.is_empty()).then(|| facts.included_files.clone());
-    info.xlog_segment_size = Some(facts.segment_size);
+    catalog_entry::check_identity(&req.catalog, sys.system_id, facts.version)?;
+    catalog_entry::record_facts(info, &facts, sys.system_id);
+    info.begin_time = Some(begin_time);
     info.write(&req.catalog)?;
     if let Some(c) = compression {
         c.check_server(facts.version).map_err(|e| BackupError::Invalid(e.to_string()))?;
@@ -780,79 +698,6 @@ fn tree_size(dir: &Path) -> Result<u64, StorageError> {
     Ok(total)
 }
 
-async fn sql_row(conn: &mut Connection, sql: &str) -> Result<Vec<String>, BackupError> {
-    let r = conn.simple_query(sql).await?;
-    let r = r.into_iter().find(|r| !r.columns.is_empty()).ok_or_else(|| BackupError::Invalid(format!("no result from {sql}")))?;
-    (0..r.columns.len())
-        .map(|i| r.text(0, i).map(str::to_owned).ok_or_else(|| BackupError::Invalid(format!("NULL in the result of {sql}"))))
-        .collect()
-}
-
-async fn sql_one(conn: &mut Connection, sql: &str) -> Result<String, BackupError> {
-    Ok(sql_row(conn, sql).await?.remove(0))
-}
-
-/// PostgreSQL's `timestamptz` text with `DateStyle = ISO`: `2026-11-25 12:36:10.949613+00`.
-fn parse_pg_timestamp(s: &str) -> Result<BarmanTimestamp, BackupError> {
-    let fixed = match s.rfind(['+', '-']) {
-        Some(i) if i > 10 && s[i + 1..].len() == 2 => format!("{s}:00"),
-        _ => s.to_owned(),
-    };
-    fixed.parse().map_err(|e| BackupError::Invalid(format!("timestamp {s:?}: {e}")))
-}
-
-async fn read_facts(sql: &mut Connection) -> Result<ServerFacts, BackupError> {
-    // A fixed DateStyle so CURRENT_TIMESTAMP parses the same way everywhere.
-    sql.simple_query("SET DateStyle = ISO").await?;
-    let r = sql_row(
-        sql,
-        "SELECT current_setting('data_directory'), current_setting('config_file'), current_setting('hba_file'), \
-         current_setting('ident_file'), current_setting('server_version_num'), current_setting('data_checksums'), \
-         CURRENT_TIMESTAMP, COALESCE((SELECT sum(pg_tablespace_size(oid)) FROM pg_tablespace), 0)::bigint, \
-         current_setting('wal_segment_size'), COALESCE(current_setting('summarize_wal', true), '')",
-    )
-    .await?;
-    let version: u32 = r[4].parse().map_err(|_| BackupError::Invalid(format!("server_version_num {:?}", r[4])))?;
-    let seg_bytes = crate::receive_wal::parse_server_size(&r[8])
-        .ok_or_else(|| BackupError::Invalid(format!("wal_segment_size {:?}", r[8])))?;
-    let segment_size = WalSegmentSize::new(seg_bytes).map_err(|e| BackupError::Invalid(e.to_string()))?;
-    let ts = sql
-        .simple_query("SELECT spcname, oid, pg_tablespace_location(oid) FROM pg_tablespace WHERE pg_tablespace_location(oid) <> '' ORDER BY oid")
-        .await?;
-    let mut tablespaces = Vec::new();
-    if let Some(t) = ts.first() {
-        for i in 0..t.rows.len() {
-            tablespaces.push(Tablespace {
-                name: t.text(i, 0).unwrap_or_default().to_owned(),
-                oid: t.text(i, 1).and_then(|o| o.parse().ok()).ok_or_else(|| BackupError::Invalid("tablespace oid".into()))?,
-                location: t.text(i, 2).unwrap_or_default().to_owned(),
-            });
-        }
-    }
-    let inc = sql
-        .simple_query(
-            "SELECT DISTINCT sourcefile FROM pg_settings WHERE sourcefile IS NOT NULL \
-             AND sourcefile <> current_setting('config_file') ORDER BY 1",
-        )
-        .await?;
-    let included_files = inc.first().map(|r| (0..r.rows.len()).filter_map(|i| r.text(i, 0).map(str::to_owned)).collect()).unwrap_or_default();
-    Ok(ServerFacts {
-        pgdata: r[0].clone(),
-        config_file: r[1].clone(),
-        hba_file: r[2].clone(),
-        ident_file: r[3].clone(),
-        version,
-        data_checksums: r[5].clone(),
-        summarize_wal: (version >= 170000 && !r[9].is_empty()).then(|| r[9].clone()),
-        begin_time: parse_pg_timestamp(&r[6])?,
-        cluster_size: r[7].parse().ok(),
-        tablespaces,
-        included_files,
-        segment_size,
-    })
-}
-
-
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
@@ -867,11 +712,5 @@ mod tests {
         assert_eq!(lsn, Lsn(0xE000028));
         assert_eq!(wal.to_string(), "00000001000000000000000E");
         assert!(parse_label("nothing").is_err());
-    }
-
-    #[test]
-    fn pg_timestamps() {
-        assert_eq!(parse_pg_timestamp("2026-11-25 12:36:10.949613+00").unwrap().to_string(), "2026-11-25 12:36:10.949613+00:00");
-        assert_eq!(parse_pg_timestamp("2026-11-25 12:36:10+05:30").unwrap().to_string(), "2026-11-25 12:36:10+05:30");
     }
 }

@@ -13,18 +13,17 @@
 //!
 //! Both values are JSON *strings* (the system identifier as decimal digits, the major version
 //! as `"15"`, or `"9.6"` before PostgreSQL 10). barman-rs reproduces Python's `json.dump`
-//! formatting exactly (four-space indent, `", "`-free `",\n"` separators, `": "`, sorted keys,
-//! `ensure_ascii` escapes), keeps unknown keys for the round trip, and accepts a numeric
-//! `systemid` on reading.
+//! formatting exactly ([`super::pyjson`]: four-space indent, `",\n"` separators, `": "`,
+//! sorted keys, `ensure_ascii` escapes), keeps unknown keys for the round trip, and accepts a
+//! numeric `systemid` on reading.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use barman_replication::SystemId;
 use serde_json::Value;
 
-use super::pyliteral::float_repr;
+use super::pyjson::Json;
 use super::CatalogError;
 use crate::storage::{self, atomic_write, FILE_MODE};
 
@@ -69,8 +68,9 @@ impl ServerIdentity {
         let mut map: BTreeMap<String, Value> = self.extra.clone();
         map.insert("systemid".into(), Value::String(self.systemid.to_string()));
         map.insert("version".into(), Value::String(self.version.clone()));
-        let mut out = String::new();
-        python_json(&Value::Object(map.into_iter().collect()), 0, &mut out);
+        // The map is sorted, and so are the objects inside the values (serde_json's map).
+        let doc = Json::Object(map.iter().map(|(k, v)| (k.clone(), Json::from_value(v))).collect());
+        let mut out = doc.dumps(Some(4));
         out.push('\n');
         out.into_bytes()
     }
@@ -98,82 +98,6 @@ impl ServerIdentity {
         self.write(path)?;
         Ok(true)
     }
-}
-
-/// Python's `json.dumps(value, indent=4, sort_keys=True)` (keys are sorted by the caller's
-/// map or here).
-fn python_json(value: &Value, level: usize, out: &mut String) {
-    let indent = |out: &mut String, level: usize| {
-        out.push('\n');
-        out.push_str(&"    ".repeat(level));
-    };
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            if n.is_f64() {
-                out.push_str(&float_repr(n.as_f64().unwrap_or(0.0)));
-            } else {
-                let _ = write!(out, "{n}");
-            }
-        }
-        Value::String(s) => python_json_string(s, out),
-        Value::Array(items) if items.is_empty() => out.push_str("[]"),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                indent(out, level + 1);
-                python_json(item, level + 1, out);
-            }
-            indent(out, level);
-            out.push(']');
-        }
-        Value::Object(map) if map.is_empty() => out.push_str("{}"),
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                indent(out, level + 1);
-                python_json_string(key, out);
-                out.push_str(": ");
-                python_json(&map[key], level + 1, out);
-            }
-            indent(out, level);
-            out.push('}');
-        }
-    }
-}
-
-/// A JSON string with Python's `ensure_ascii=True` escapes (`\uXXXX`, lower-case hex,
-/// surrogate pairs beyond the BMP).
-fn python_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            c => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! * [`identity`] — [`ServerIdentity`], `identity.json`.
 //! * [`lock`] — [`CatalogLock`], Barman's `.<server>-*.lock` files (`barman/lockfile.py`).
 //! * [`pyliteral`] and [`timestamp`] — the Python `repr()` and `str(datetime)` formats
-//!   Barman's files are made of.
+//!   Barman's files are made of; [`pyjson`] — Python's `json.dumps`, for identity.json and
+//!   every JSON text Barman prints.
 //!
 //! Reading is lenient where Barman is (comments and blank lines, 3/4/5-column xlog.db
 //! lines, the pre-3.13.2 `base/<ID>/backup.info` location) and strict elsewhere, with
@@ -24,6 +25,7 @@ pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod process;
+pub mod pyjson;
 pub mod pyliteral;
 pub mod query;
 pub mod timestamp;

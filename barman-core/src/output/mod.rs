@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::catalog::pyjson::Json;
+
 /// Barman's `pretty_size` (base 1024): `"%d B"` under 1 KiB, `"%.1f KiB"`, `MiB`, … above.
 pub fn pretty_size(size: f64) -> String {
     const SUFFIXES: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
@@ -176,95 +178,15 @@ pub fn redact_json(value: &mut Value) {
 }
 
 /// Python's `json.dumps(value, sort_keys=True)`: `", "` and `": "` separators, non-ASCII
-/// escaped as `\uXXXX`, keys sorted (serde_json's map is ordered), no trailing newline.
+/// escaped as `\uXXXX`, keys sorted (serde_json's map is ordered), no trailing newline
+/// ([`crate::catalog::pyjson`]).
 pub fn python_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_json(value, None, 0, &mut out);
-    out
+    Json::from_value(value).dumps(None)
 }
 
 /// Python's `json.dumps(value, indent=4, sort_keys=True)` (as `barman diagnose` prints).
 pub fn python_json_pretty(value: &Value) -> String {
-    let mut out = String::new();
-    write_json(value, Some(4), 0, &mut out);
-    out
-}
-
-fn write_json(value: &Value, indent: Option<usize>, depth: usize, out: &mut String) {
-    let newline = |out: &mut String, depth: usize| {
-        if let Some(n) = indent {
-            out.push('\n');
-            out.push_str(&" ".repeat(n * depth));
-        }
-    };
-    let item_sep = if indent.is_some() { "," } else { ", " };
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        // Python's float repr (`1e-05`, `2.0`) where serde_json would write `1e-5`.
-        Value::Number(n) if n.is_f64() => {
-            out.push_str(&crate::catalog::pyliteral::float_repr(n.as_f64().unwrap_or_default()))
-        }
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_json_string(s, out),
-        Value::Array(items) => {
-            if items.is_empty() {
-                out.push_str("[]");
-                return;
-            }
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, depth + 1);
-                write_json(item, indent, depth + 1, out);
-            }
-            newline(out, depth);
-            out.push(']');
-        }
-        Value::Object(map) => {
-            if map.is_empty() {
-                out.push_str("{}");
-                return;
-            }
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, depth + 1);
-                write_json_string(k, out);
-                out.push_str(": ");
-                write_json(v, indent, depth + 1, out);
-            }
-            newline(out, depth);
-            out.push('}');
-        }
-    }
-}
-
-fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    Json::from_value(value).dumps(Some(4))
 }
 
 #[cfg(test)]

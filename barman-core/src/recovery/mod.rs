@@ -16,8 +16,10 @@
 //!    and the target reaches past the archive, that segment is supplied too, with every byte
 //!    the receiver had fsynced — so a synchronous (RPO=0) setup loses no commit;
 //! 4. comment out what is dangerous in the restored configuration, append the recovery
-//!    settings to `postgresql.auto.conf`, create `recovery.signal` (or `standby.signal`), and
-//!    keep a copy of backup.info as `.barman-recover.info`.
+//!    settings to `postgresql.auto.conf`, remove the signal files that came with the backup (a
+//!    standby's `standby.signal`; Barman keeps it), create `recovery.signal` (or
+//!    `standby.signal` with `--standby-mode`), and keep a copy of backup.info as
+//!    `.barman-recover.info`.
 //!
 //! [`recover_with`] adds what [`RecoverySetup`] asks for:
 //!
@@ -230,6 +232,14 @@ pub enum RecoveryNotice {
     GeneratingConfig,
     /// `Identify dangerous settings in destination directory.`
     IdentifyDangerous,
+    /// Signal files that came with the backup were removed (a standby's `standby.signal`),
+    /// so that the restored server starts in the requested mode.
+    SignalFilesRemoved {
+        /// The files removed from the destination, other than `written`.
+        removed: Vec<String>,
+        /// The signal file written for the requested mode.
+        written: String,
+    },
 }
 
 /// The result of a recovery.
@@ -403,6 +413,16 @@ pub fn recover_with(
     lines.extend(target_settings(&req.target).iter().map(|(k, v)| pgconf::setting_line(k, v)));
     notify(RecoveryNotice::IdentifyDangerous);
     let signal = if req.standby_mode { "standby.signal" } else { "recovery.signal" };
+    // A standby's backup holds its standby.signal: left there, the restored server would follow
+    // the live primary instead of recovering to the target (see `pgconf::remove_signal_files`).
+    let removed = match &remote {
+        None => pgconf::remove_signal_files(dest)?,
+        Some(r) => r.remove_files(dest, &pgconf::SIGNAL_FILES)?,
+    };
+    let removed: Vec<String> = removed.into_iter().filter(|f| f != signal).collect();
+    if !removed.is_empty() {
+        notify(RecoveryNotice::SignalFilesRemoved { removed, written: signal.to_owned() });
+    }
     let conf_dir = match &scratch {
         Some(s) => s.path().join("conf"),
         None => dest.clone(),

@@ -2,7 +2,9 @@
 //! archive into the production archive or stop recovery early are commented out with
 //! `#BARMAN#` (`archive_command` also replaced by `archive_command = false`), settings that
 //! point at paths of the original server are reported for review, the originals are kept as
-//! `<file>.origin`, and the recovery settings are appended to `postgresql.auto.conf`.
+//! `<file>.origin`, and the recovery settings are appended to `postgresql.auto.conf`. The signal
+//! files that came with the backup are removed ([`remove_signal_files`]) before the one the
+//! recovery asks for is written.
 
 use std::path::Path;
 
@@ -139,6 +141,30 @@ pub fn secure_file(data: &Path, name: &str, report: &mut ConfReport) -> Result<b
     Ok(true)
 }
 
+/// The files whose presence puts PostgreSQL 12+ into recovery at start-up: `standby.signal`
+/// (a standby, following `primary_conninfo` and never promoting by itself) and
+/// `recovery.signal` (archive recovery to a target).
+pub const SIGNAL_FILES: [&str; 2] = ["standby.signal", "recovery.signal"];
+
+/// Removes the [`SIGNAL_FILES`] in `data` and returns the names of those that were there.
+///
+/// A backup taken from a standby holds the standby's `standby.signal` (BASE_BACKUP copies it,
+/// and Barman's recover keeps it): the restored server would then start as a standby of the
+/// live primary named in the copied `postgresql.auto.conf`, instead of recovering to the
+/// target and promoting. barman-rs removes it (a deliberate difference from Barman), so the
+/// only signal file left is the one the requested mode writes. The caller fsyncs `data`.
+pub fn remove_signal_files(data: &Path) -> Result<Vec<String>, StorageError> {
+    let mut removed = Vec::new();
+    for name in SIGNAL_FILES {
+        let path = data.join(name);
+        if crate::storage::fs::exists(&path)? {
+            crate::storage::fs::remove_file_if_exists(&path)?;
+            removed.push(name.to_owned());
+        }
+    }
+    Ok(removed)
+}
+
 /// Quotes a value for postgresql.conf: single quotes, `'` doubled.
 pub fn quote_conf(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -186,6 +212,17 @@ mod tests {
         assert_eq!(r.changes.len(), 2);
         assert_eq!((r.changes[0].line, r.changes[0].value.as_str()), (2, "false"));
         assert_eq!(r.warnings, vec![ConfLine { file: "postgresql.conf".into(), line: 4, key: "unix_socket_directories".into(), value: "'/tmp/sock'".into() }]);
+    }
+
+    #[test]
+    fn removes_the_backups_signal_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("standby.signal"), "").unwrap();
+        std::fs::write(dir.path().join("postgresql.auto.conf"), "").unwrap();
+        assert_eq!(remove_signal_files(dir.path()).unwrap(), ["standby.signal"]);
+        assert!(!dir.path().join("standby.signal").exists());
+        assert!(dir.path().join("postgresql.auto.conf").exists());
+        assert!(remove_signal_files(dir.path()).unwrap().is_empty());
     }
 
     #[test]

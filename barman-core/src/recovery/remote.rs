@@ -110,6 +110,21 @@ impl<'a> Remote<'a> {
         self.shell(&script.join(" && ")).map(drop)
     }
 
+    /// Removes those of `names` (plain file names) that are in the remote `dir`; returns the
+    /// ones that were there.
+    pub fn remove_files(&self, dir: &Path, names: &[&str]) -> Result<Vec<String>, RecoveryError> {
+        let d = shell_quote(&dir.to_string_lossy());
+        let script: Vec<String> = names
+            .iter()
+            .map(|n| {
+                let f = shell_quote(n);
+                format!("if [ -e {d}/{f} ] || [ -L {d}/{f} ]; then rm -f {d}/{f} && echo {f}; fi")
+            })
+            .collect();
+        let out = self.shell(&script.join("; "))?;
+        Ok(names.iter().filter(|n| out.lines().any(|l| l.trim() == **n)).map(|n| (*n).to_owned()).collect())
+    }
+
     /// Sends the tree at local `src` into remote `dst` (created; its mode becomes `src`'s),
     /// leaving out what `skip` (given the path relative to `src`) names. Symbolic links are
     /// followed (`-L`).
@@ -316,14 +331,6 @@ impl Drop for ScratchDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quotes_for_the_shell() {
-        assert_eq!(shell_quote("/var/lib/pg/data"), "/var/lib/pg/data");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 
     fn options(ssh_command: &str) -> RemoteOptions {
         RemoteOptions {

@@ -17,7 +17,7 @@
 //! configuration's connection strings are redacted (`password=*REDACTED*`), as everywhere
 //! barman-rs prints them — a passive node has no use for them.
 
-use super::json::Json;
+use crate::catalog::pyjson::Json;
 use super::SyncError;
 use crate::catalog::pyliteral::PyValue;
 use crate::catalog::{BackupInfo, LockKind, ServerCatalog, XlogDbEntry};
@@ -59,7 +59,7 @@ pub fn sync_status(cfg: &ServerConfig, catalog: &ServerCatalog, from: &SyncPoint
         ("version".into(), Json::Str(version.to_owned())),
         ("config".into(), config_json(cfg)),
     ]);
-    Ok(doc.to_python_text())
+    Ok(doc.dumps(Some(4)))
 }
 
 /// What [`scan_xlogdb`] found.
@@ -388,7 +388,7 @@ mod tests {
             info.push_str(&format!("{k}={value}\n"));
         }
         let parsed = BackupInfo::parse("20261125T123353".parse().unwrap(), info.as_bytes()).unwrap();
-        let rendered = backup_json(&parsed).unwrap().to_python_text();
+        let rendered = backup_json(&parsed).unwrap().dumps(Some(4));
         let theirs = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&rendered).unwrap()).unwrap();
         assert_eq!(theirs, serde_json::to_string(backup).unwrap());
         let keys: Vec<&str> = rendered.lines().filter(|l| l.starts_with("    \"")).map(|l| l[5..].split('"').next().unwrap()).collect();

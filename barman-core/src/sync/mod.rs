@@ -13,7 +13,6 @@
 //! and retained as any other.
 
 pub mod info;
-pub mod json;
 pub mod passive;
 
 pub use info::{sync_status, SyncPoint};

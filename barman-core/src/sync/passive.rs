@@ -547,45 +547,12 @@ pub fn cron_plan(
     Ok(plan)
 }
 
-/// The `ssh` check of a passive node (Barman's `PassiveBackupExecutor.check`): `true` run
-/// through `primary_ssh_command`; and, when the remote shell printed something, `ssh output
-/// clean` fails (it would corrupt what sync-info sends).
+/// The `ssh` check of a passive node (Barman's `PassiveBackupExecutor.check`):
+/// [`crate::ssh::ssh_checks`] on `primary_ssh_command`, which reaches the Barman primary node.
 pub fn ssh_check(cfg: &ServerConfig) -> Vec<CheckResult> {
-    let result = |name: &str, ok: bool, hint: Option<String>| CheckResult {
-        name: name.to_owned(),
-        ok,
-        hint,
-        perfdata: None,
-        details: Vec::new(),
-    };
-    let Some(command) = cfg.primary_ssh_command.as_deref() else { return Vec::new() };
-    let mut words = command.split_whitespace();
-    let program = words.next().unwrap_or_default();
-    let options: Vec<&str> = words.collect();
-    let line = format!("{program} -o BatchMode=yes -o StrictHostKeyChecking=no {}", options.join(" "));
-    match remote_shell(&line, "true") {
-        Ok(out) => {
-            let mut checks = vec![result("ssh", true, Some("Barman primary node".to_owned()))];
-            if !out.is_empty() {
-                checks.push(result(
-                    "ssh output clean",
-                    false,
-                    Some("the configured ssh_command must not add anything to the remote command output".to_owned()),
-                ));
-            }
-            checks
-        }
-        Err(e) => {
-            let hint = match e {
-                SshError::Failed { status, .. } => format!(
-                    "Connection failed using '{program} {} -o BatchMode=yes -o StrictHostKeyChecking=no' return code {}",
-                    options.join(" "),
-                    status.code().unwrap_or(-1)
-                ),
-                _ => format!("Unable to execute {program}"),
-            };
-            vec![result("ssh", false, Some(hint))]
-        }
+    match cfg.primary_ssh_command.as_deref() {
+        Some(command) => crate::ssh::ssh_checks(command, "Barman primary node"),
+        None => Vec::new(),
     }
 }
 
@@ -629,7 +596,7 @@ mod tests {
             tablespaces=[('tbs1', 16384, '/tmp/bsample/tbs1')]\ntimeline=1\nversion=150018\n";
         let id: BackupId = "20261125T123353".parse().unwrap();
         let info = BackupInfo::parse(id, text.as_bytes()).unwrap();
-        let json = super::super::info::backup_json(&info).unwrap().to_python_text();
+        let json = super::super::info::backup_json(&info).unwrap().dumps(Some(4));
         let back = backup_from_json(id, &serde_json::from_str(&json).unwrap()).unwrap();
         assert_eq!(back.to_bytes().unwrap(), info.to_bytes().unwrap());
     }

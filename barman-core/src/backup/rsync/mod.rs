@@ -43,9 +43,10 @@ use std::time::{Duration, Instant};
 use barman_replication::{Connection, Lsn, SessionKind, TimelineId};
 
 use self::copy::{CopyPlan, DirItem, FileItem};
-use super::facts::{local_now, read_facts, sql_literal, sql_one, sql_row, parse_pg_timestamp, ServerFacts};
-use super::streaming::{fail_abandoned, BackupError, BackupNotice};
-use crate::catalog::{BackupId, BackupInfo, BackupStatus, LockKind, ServerCatalog, ServerIdentity};
+use super::catalog_entry;
+use super::facts::{parse_pg_timestamp, read_facts, sql_literal, sql_one, sql_row, ServerFacts};
+use super::streaming::{BackupError, BackupNotice};
+use crate::catalog::{BackupId, BackupInfo, BackupStatus, ServerCatalog};
 use crate::config::{ReuseBackup, ServerConfig};
 use crate::hooks::HookSet;
 use crate::ssh::{ChildSet, Rsync};
@@ -212,46 +213,18 @@ impl RsyncBackupRequest {
 }
 
 /// Barman's `ExternalBackupExecutor._remote_check` for `barman check` (and the silent checks
-/// before `barman backup`): `ssh`, the ssh command running `true` on the PostgreSQL host
-/// (with `-o BatchMode=yes -o StrictHostKeyChecking=no`, as Barman's `UnixRemoteCommand`), and
-/// `ssh output clean` failing when it prints anything, which would corrupt rsync's protocol.
+/// before `barman backup`): [`crate::ssh::ssh_checks`] on `ssh_command`, which reaches the
+/// PostgreSQL host; without one, `ssh` fails with Barman's message.
 pub fn ssh_check(cfg: &ServerConfig) -> Vec<crate::diagnostics::checks::CheckResult> {
-    use crate::diagnostics::checks::CheckResult;
-    let result = |name: &str, ok: bool, hint: Option<String>| CheckResult {
-        name: name.to_owned(),
-        ok,
-        hint,
-        perfdata: None,
-        details: Vec::new(),
-    };
-    let Some(command) = cfg.ssh_command.as_deref().filter(|c| !c.trim().is_empty()) else {
-        return vec![result("ssh", false, Some(RsyncConfigError::NoSshCommand(cfg.name.clone()).to_string()))];
-    };
-    let mut words = command.split_whitespace();
-    let program = words.next().unwrap_or_default();
-    let options: Vec<&str> = words.collect();
-    let line = format!("{program} -o BatchMode=yes -o StrictHostKeyChecking=no {}", options.join(" "));
-    match crate::ssh::remote_shell(&line, "true") {
-        Ok(out) if out.is_empty() => vec![result("ssh", true, Some("PostgreSQL server".into()))],
-        Ok(_) => vec![
-            result("ssh", true, Some("PostgreSQL server".into())),
-            result(
-                "ssh output clean",
-                false,
-                Some("the configured ssh_command must not add anything to the remote command output".into()),
-            ),
-        ],
-        Err(e) => {
-            let hint = match e {
-                crate::ssh::SshError::Failed { status, .. } => format!(
-                    "Connection failed using '{program} {} -o BatchMode=yes -o StrictHostKeyChecking=no' return code {}",
-                    options.join(" "),
-                    status.code().unwrap_or(-1)
-                ),
-                _ => format!("Unable to execute {program}"),
-            };
-            vec![result("ssh", false, Some(hint))]
-        }
+    match cfg.ssh_command.as_deref().filter(|c| !c.trim().is_empty()) {
+        Some(command) => crate::ssh::ssh_checks(command, "PostgreSQL server"),
+        None => vec![crate::diagnostics::checks::CheckResult {
+            name: "ssh".to_owned(),
+            ok: false,
+            hint: Some(RsyncConfigError::NoSshCommand(cfg.name.clone()).to_string()),
+            perfdata: None,
+            details: Vec::new(),
+        }],
     }
 }
 
@@ -270,48 +243,10 @@ pub async fn take_rsync_backup(
     if req.strategy_defaulted {
         notify(BackupNotice::Warning(format!("No backup strategy set for server '{}' (using default 'concurrent_backup').", req.server)));
     }
-    let lock = req.catalog.lock(LockKind::ServerBackup)?;
-    req.catalog.create_skeleton()?;
-    for id in fail_abandoned(&req.catalog, &lock)? {
-        tracing::warn!(server = %req.server, backup = %id, "marked FAILED: its backup process ended without finishing it");
-    }
-    let mut id = BackupId::from_datetime(local_now()?)?;
-    // Two backups in the same second: wait for the next one rather than reuse an ID.
-    while req.catalog.backup_info_path(id).exists() || req.catalog.backup_dir(id).exists() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        id = BackupId::from_datetime(local_now()?)?;
-    }
-    let mut info = BackupInfo::new(id);
-    info.server_name = Some(req.server.clone());
-    info.backup_name = req.name.clone();
-    info.mode = Some(MODE.into());
-    info.status = BackupStatus::Empty;
-    info.write(&req.catalog)?;
-    notify(BackupNotice::Starting { id, dir: req.catalog.backup_dir(id) });
-    if let Some(hooks) = hooks {
-        if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(&req.catalog, &info)) {
-            let reason = format!("failure starting backup ({abort})");
-            info.status = BackupStatus::Failed;
-            info.error = Some(reason.clone());
-            info.write(&req.catalog)?;
-            return Err(BackupError::Failed { id, reason });
-        }
-    }
-    info.status = BackupStatus::Started;
-    info.write(&req.catalog)?;
-
+    let (_lock, mut info) = catalog_entry::open(&req.catalog, &req.server, req.name.clone(), MODE, hooks, notify).await?;
     let mut phase = "issuing start backup command";
-    match run(req, &mut info, &mut phase, notify).await {
-        Ok(()) => Ok(info),
-        Err(e) => {
-            let chain = crate::error_chain(&e);
-            let reason = format!("failure {phase} ({})", chain.lines().next().unwrap_or(&chain));
-            info.status = BackupStatus::Failed;
-            info.error = Some(reason.clone());
-            info.write(&req.catalog)?;
-            Err(BackupError::Failed { id, reason })
-        }
-    }
+    let outcome = run(req, &mut info, &mut phase, notify).await;
+    catalog_entry::close(&req.catalog, info, phase, outcome)
 }
 
 /// Stops the copy's rsync processes when dropped (the backup future was dropped: Ctrl-C, a
@@ -339,18 +274,8 @@ async fn run(
             .parse()
             .map_err(|_| BackupError::Invalid("pg_control_system() gave no system identifier".into()))?,
     );
-    let identity_path = req.catalog.identity_path();
-    match ServerIdentity::read(&identity_path)? {
-        Some(known) if known.systemid != systemid => {
-            return Err(BackupError::ForeignSystem { expected: known.systemid.to_string(), found: systemid.to_string() })
-        }
-        Some(_) => {}
-        None => {
-            let identity = ServerIdentity { systemid, version: (facts.version / 10000).to_string(), extra: Default::default() };
-            identity.write_if_missing(&identity_path)?;
-        }
-    }
-    record_facts(info, &facts, systemid);
+    catalog_entry::check_identity(&req.catalog, systemid, facts.version)?;
+    catalog_entry::record_facts(info, &facts, systemid);
     info.write(&req.catalog)?;
 
     // Start: the session must stay open until the stop.
@@ -467,22 +392,6 @@ async fn run(
     info.write(&req.catalog)?;
     notify(BackupNotice::EndLsn { lsn: end_xlog, wal: end_wal, offset: end_xlog.0 % seg.bytes() });
     Ok(())
-}
-
-/// The facts Barman's `_pg_get_metadata` records.
-fn record_facts(info: &mut BackupInfo, facts: &ServerFacts, systemid: barman_replication::SystemId) {
-    info.systemid = Some(systemid);
-    info.version = Some(facts.version);
-    info.pgdata = Some(facts.pgdata.clone());
-    info.config_file = Some(facts.config_file.clone());
-    info.hba_file = Some(facts.hba_file.clone());
-    info.ident_file = Some(facts.ident_file.clone());
-    info.data_checksums = Some(facts.data_checksums.clone());
-    info.summarize_wal = facts.summarize_wal.clone();
-    info.cluster_size = facts.cluster_size;
-    info.xlog_segment_size = Some(facts.segment_size);
-    info.tablespaces = (!facts.tablespaces.is_empty()).then(|| facts.tablespaces.clone());
-    info.included_files = (!facts.included_files.is_empty()).then(|| facts.included_files.clone());
 }
 
 /// Whether `path` is inside `pgdata` (Barman's `startswith(pgdata + "/")`).

@@ -1,11 +1,21 @@
-//! The JSON `barman sync-info` prints, written as Python's `json.dump(…, indent=4)` writes it.
+//! Python's `json.dumps` as Barman calls it, byte for byte: one writer for every JSON text
+//! barman-rs shares with Barman.
 //!
-//! A Barman passive node parses this text, so only its meaning has to match; barman-rs still
-//! writes it byte for byte as Barman does (formats §4), which keeps the two interchangeable in
-//! either role. Two details need a writer of its own rather than `serde_json`: objects keep
-//! Barman's insertion order (the configuration's 122 keys are in Barman's internal order,
-//! not sorted), and the layout is Python's — four-space indent, `", "`-free item separators
-//! at line ends, `": "` after keys, `{}`/`[]` when empty, non-ASCII escaped as `\uXXXX`.
+//! * `identity.json` ([`super::identity`]): `json.dump(…, indent=4, sort_keys=True)` plus a
+//!   newline;
+//! * `-f json` output and `check`'s JSON ([`crate::output::python_json`]):
+//!   `json.dumps(…, sort_keys=True)`, one line with `", "` and `": "` separators; `diagnose`
+//!   ([`crate::output::python_json_pretty`]) with `indent=4`;
+//! * `sync-info` ([`crate::sync::info`]): `json.dump(…, indent=4)`, keys in Barman's insertion
+//!   order (the configuration's 122 keys are in Barman's internal order, not sorted). A Barman
+//!   passive node only parses it, but writing it as Barman does keeps the two interchangeable.
+//!
+//! [`Json`] keeps an object's keys in the order given, so `sort_keys` is the caller's: a value
+//! from a `serde_json` map ([`Json::from_value`]) comes sorted (barman-rs builds `serde_json`
+//! without `preserve_order`). The layout ([`Json::dumps`]) is Python's: with an indent,
+//! `",\n"` between items, `": "` after keys, `{}`/`[]` when empty; without, `", "` and `": "`
+//! on one line; strings with `ensure_ascii` escapes (`\uXXXX`, lower-case hex, surrogate pairs
+//! beyond the BMP); floats as Python's `repr`.
 
 use std::fmt::Write as _;
 
@@ -58,15 +68,34 @@ impl Json {
         }
     }
 
-    /// The text `json.dump(value, indent=4)` writes (no trailing newline).
-    pub fn to_python_text(&self) -> String {
+    /// The text `json.dumps(value, indent=indent)` writes (`None`: one line), no trailing
+    /// newline.
+    pub fn dumps(&self, indent: Option<usize>) -> String {
         let mut out = String::new();
-        self.write(&mut out, 0);
+        self.write(&mut out, indent, 0);
         out
     }
 
-    fn write(&self, out: &mut String, level: usize) {
-        let pad = |out: &mut String, level: usize| out.push_str(&"    ".repeat(level));
+    fn write(&self, out: &mut String, indent: Option<usize>, level: usize) {
+        // Before an item: the separator from the previous one, then the item's own line.
+        let item = |out: &mut String, first: bool, level: usize| {
+            match (first, indent) {
+                (false, None) => out.push_str(", "),
+                (false, Some(_)) => out.push(','),
+                (true, _) => {}
+            }
+            if let Some(n) = indent {
+                out.push('\n');
+                out.push_str(&" ".repeat(n * level));
+            }
+        };
+        let close = |out: &mut String, level: usize, bracket: char| {
+            if let Some(n) = indent {
+                out.push('\n');
+                out.push_str(&" ".repeat(n * level));
+            }
+            out.push(bracket);
+        };
         match self {
             Json::Null => out.push_str("null"),
             Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -75,32 +104,22 @@ impl Json {
             Json::Array(items) if items.is_empty() => out.push_str("[]"),
             Json::Object(items) if items.is_empty() => out.push_str("{}"),
             Json::Array(items) => {
-                out.push_str("[\n");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(",\n");
-                    }
-                    pad(out, level + 1);
-                    item.write(out, level + 1);
+                out.push('[');
+                for (i, value) in items.iter().enumerate() {
+                    item(out, i == 0, level + 1);
+                    value.write(out, indent, level + 1);
                 }
-                out.push('\n');
-                pad(out, level);
-                out.push(']');
+                close(out, level, ']');
             }
             Json::Object(items) => {
-                out.push_str("{\n");
+                out.push('{');
                 for (i, (key, value)) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(",\n");
-                    }
-                    pad(out, level + 1);
+                    item(out, i == 0, level + 1);
                     write_str(out, key);
                     out.push_str(": ");
-                    value.write(out, level + 1);
+                    value.write(out, indent, level + 1);
                 }
-                out.push('\n');
-                pad(out, level);
-                out.push('}');
+                close(out, level, '}');
             }
         }
     }
@@ -151,6 +170,16 @@ mod tests {
             \"backups\": {},\n    \"wals\": [\n        {\n            \"time\": 1795609930.903503\n        }\n    ],\n    \
             \"tablespaces\": [\n        [\n            \"tbs1\",\n            16384\n        ]\n    ],\n    \
             \"empty\": [],\n    \"odd\": \"\\u00e9\\\"\\\\\\n\\u0001\\ud83d\\ude00\\u007f\",\n    \"none\": null,\n    \"yes\": true\n}";
-        assert_eq!(doc.to_python_text(), expected);
+        assert_eq!(doc.dumps(Some(4)), expected);
+    }
+
+    #[test]
+    fn writes_as_python_json_dumps_on_one_line() {
+        let doc = Json::Object(vec![
+            ("pg".into(), Json::Object(vec![("a".into(), Json::Null), ("b".into(), Json::Array(vec![Json::int(1), Json::Str("é".into())]))])),
+            ("e".into(), Json::Array(vec![])),
+            ("f".into(), Json::float(1e-05)),
+        ]);
+        assert_eq!(doc.dumps(None), r#"{"pg": {"a": null, "b": [1, "\u00e9"]}, "e": [], "f": 1e-05}"#);
     }
 }
