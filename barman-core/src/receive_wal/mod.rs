@@ -276,7 +276,16 @@ async fn stream_once(
             Ok(conn.start_replication(settings.slot.as_deref(), point.lsn, Some(point.timeline), opts).await?)
         })
         .await?;
+        // A `.partial` left where this stream starts (a previous run's, possibly still empty)
+        // is taken over at once, so that it is dealt with like our own when the timeline ends.
         let mut current: Option<PartialSegment> = None;
+        let resumed = WalSegmentName::from_lsn(point.timeline, point.lsn, size)
+            .map_err(|e| ReceiveWalError::Invalid(e.to_string()))?;
+        if point.lsn.segment_start(size.bytes()) == point.lsn
+            && settings.streaming_dir.join(format!("{resumed}.partial")).exists()
+        {
+            current = Some(PartialSegment::open(&settings.streaming_dir, resumed, size, settings.system_id.or(Some(sys.system_id)))?);
+        }
         let mut last_sync = Instant::now();
         let end = loop {
             let event = tokio::select! {
@@ -313,6 +322,14 @@ async fn stream_once(
                             rx.flushed(end).await?;
                             last_sync = Instant::now();
                             notify(ReceiverNotice::FinishedSegment { lsn: end, timeline: point.timeline });
+                            // The next `.partial` now, before its WAL: the zero-filling is off
+                            // the path of the next commit, and the archiver (which keeps back
+                            // the newest complete segment while no `.partial` follows it, so
+                            // that a restart could resume) can take this one at once, also on
+                            // an idle server after a WAL switch.
+                            let next = WalSegmentName::from_lsn(point.timeline, end, size)
+                                .map_err(|e| ReceiveWalError::Invalid(e.to_string()))?;
+                            current = Some(PartialSegment::open(&settings.streaming_dir, next, size, settings.system_id.or(Some(sys.system_id)))?);
                         }
                     }
                     // Synchronous: durable before we say so, and we say so at once. Otherwise
@@ -344,8 +361,11 @@ async fn stream_once(
                 }
             }
         };
-        if let Some(mut seg) = current.take() {
-            // The old timeline's last segment stays `.partial`, as pg_receivewal leaves it.
+        // The segment in progress stays `.partial`, as pg_receivewal leaves it: at the end of
+        // a timeline it is that timeline's last segment; after a shutdown it is where the next
+        // run resumes. One exception below.
+        let mut last = current.take();
+        if let Some(seg) = last.as_mut() {
             seg.sync()?;
         }
         match end {
@@ -357,6 +377,12 @@ async fn stream_once(
                 return Err(barman_replication::Error::Closed { target: conn.target().clone() }.into());
             }
             StreamEnd::TimelineEnded { next_tli, next_start } => {
+                // A `.partial` opened ahead of WAL that never came: the timeline ended at its
+                // first byte, so it holds nothing of it, and an empty file must not be
+                // archived as the timeline's last segment.
+                if let Some(seg) = last.take().filter(|seg| seg.end() == seg.start() && next_start <= seg.start()) {
+                    seg.discard()?;
+                }
                 notify(ReceiverNotice::TimelineSwitch { next: next_tli, start: next_start });
                 point = StartPoint { lsn: next_start.segment_start(size.bytes()), timeline: next_tli };
             }

@@ -83,6 +83,11 @@ impl PartialSegment {
         self.name
     }
 
+    /// The LSN of the segment's first byte.
+    pub fn start(&self) -> Lsn {
+        self.start
+    }
+
     /// The LSN after the last byte written.
     pub fn end(&self) -> Lsn {
         Lsn(self.start.0 + self.written)
@@ -120,6 +125,16 @@ impl PartialSegment {
     /// Whether the whole segment has been received.
     pub fn is_full(&self) -> bool {
         self.written == self.size.bytes()
+    }
+
+    /// Removes a segment nothing was written to (durably: the directory is fsynced).
+    pub fn discard(self) -> Result<(), ReceiveWalError> {
+        debug_assert_eq!(self.written, 0);
+        drop(self.file);
+        std::fs::remove_file(&self.path).map_err(|e| StorageError::io(StorageOp::Remove, &self.path, e))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fsync_dir(dir)?;
+        Ok(())
     }
 
     /// Finishes a full segment: its WAL must validate; then fsync and a durable rename to its
