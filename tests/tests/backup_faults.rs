@@ -1,5 +1,5 @@
 //! Backups that go wrong end FAILED, cleanly, and the next backup works: a full disk, a
-//! connection cut in the middle of the copy, and `barman backup` killed (SIGKILL) at seeded
+//! connection cut in the middle of the copy, the server restarted in the middle of it, and `barman backup` killed (SIGKILL) at seeded
 //! random points during and after the copy.
 
 use std::path::{Path, PathBuf};
@@ -105,6 +105,38 @@ pg_test!(a_connection_cut_mid_copy_fails_the_backup, |major| {
     ensure!(backups.len() == 1 && backups[0].1 == BackupStatus::Failed, "{backups:?}");
     clean_after_failure(&site, &pg)?;
     let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    Ok(())
+});
+
+// The server restarted in the middle of the copy (`pg_ctl restart -m fast`, as an
+// administrator or a failover script would): the backup ends FAILED with the reason, nothing
+// is left running, and once the server is back the next backup is DONE.
+pg_test!(a_server_restarted_mid_copy_fails_the_backup_and_the_next_one_is_done, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let (site, _receiver) = streaming_site(&pg, &["bandwidth_limit = 10240"])?;
+    let r = std::thread::scope(|s| {
+        let restart = s.spawn(|| {
+            wait_for("a base backup in progress", || {
+                Ok(pg.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'backup'")? == "1")
+            })?;
+            pg.restart()
+        });
+        let r = site.run(&["backup", "pg"]);
+        restart.join().map_err(|_| anyhow::anyhow!("the restarting thread panicked"))??;
+        r
+    })?;
+    ensure!(r.code == 1, "{r}");
+    ensure!(r.stderr.contains("ERROR: Backup failed copying files.\nDETAILS: "), "{r}");
+    let backups = statuses(&site)?;
+    ensure!(backups.len() == 1 && backups[0].1 == BackupStatus::Failed, "{backups:?}");
+    clean_after_failure(&site, &pg)?;
+    // receive-wal reconnects by itself (with backoff); until it has, `backup`'s check of
+    // the slot refuses to start, as Barman's does.
+    wait_for("receive-wal back on its slot", || {
+        Ok(pg.sql("SELECT active FROM pg_replication_slots WHERE slot_name = 'barman'")? == "t")
+    })?;
+    let r = site.run(&["backup", "--wait", "--wait-timeout", "90", "pg"])?;
     ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
     Ok(())
 });
