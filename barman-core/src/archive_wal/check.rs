@@ -18,7 +18,7 @@
 
 use barman_replication::{Lsn, SystemId};
 
-use crate::wal::{ExpectedSegment, SegmentValidator, TimelineHistory, WalError, WalFileName, WalSegmentSize};
+use crate::wal::{Carry, ExpectedSegment, SegmentValidator, TimelineHistory, WalError, WalFileName, WalSegmentSize};
 
 /// Offset of `xlp_seg_size` in a segment's first (long) page header.
 const SEG_SIZE_OFFSET: usize = 32;
@@ -48,6 +48,8 @@ pub struct Checked {
     pub valid_up_to: Option<Lsn>,
     /// For a `.partial` file: what stopped validation after its valid WAL, if anything did.
     pub tail_problem: Option<String>,
+    /// For a segment holding WAL to its end: the state to validate the next one with.
+    pub carry: Option<Carry>,
 }
 
 enum State {
@@ -180,12 +182,12 @@ impl ContentCheck {
                     Ok(report) if report.major.is_none() || report.zero_tail_from == Some(report.start) => {
                         Err(Refusal::Corrupt(format!("{}: holds no WAL (all zero bytes)", self.name)))
                     }
-                    Ok(report) => Ok(Checked { valid_up_to: Some(report.valid_up_to), tail_problem: None }),
+                    Ok(report) => Ok(Checked { valid_up_to: Some(report.valid_up_to), tail_problem: None, carry: report.carry() }),
                     Err(e) if partial && tolerated(&self.name, &e) => {
                         if progress.records == 0 {
                             Err(Refusal::Corrupt(format!("no valid WAL record: {e}")))
                         } else {
-                            Ok(Checked { valid_up_to: Some(progress.valid_up_to), tail_problem: Some(e.to_string()) })
+                            Ok(Checked { valid_up_to: Some(progress.valid_up_to), tail_problem: Some(e.to_string()), carry: None })
                         }
                     }
                     Err(e) => Err(refusal(e)),

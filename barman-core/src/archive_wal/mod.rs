@@ -31,6 +31,13 @@
 //!    This step, the CPU-bound one, runs for several files at once (`stage`, one worker per
 //!    CPU, [`ArchiverSettings::workers`]); everything after it happens one file at a time, in
 //!    the batch's (WAL) order, exactly as when files are archived one after the other.
+//!    A worker validates its segment alone, so the bytes at its start that finish a record
+//!    begun in the previous segment are skipped there; it keeps them (`LeadingBytes`), and
+//!    when the segment committed just before it in the batch is the directly preceding one on
+//!    the same timeline, they are checked here against that segment's carry (the record's CRC
+//!    across both); a failure refuses the segment as `corrupt`. A record spanning three or
+//!    more segments is thus checked as a whole, and a bad byte anywhere in it refuses the
+//!    segment where it ends.
 //! 4. Under the xlog.db lock: the temporary file is fsynced and renamed into place and the
 //!    directory fsynced; only then is the xlog.db line appended (and fsynced).
 //! 5. The source is removed and its directory fsynced. A crash anywhere leaves the source in
@@ -68,7 +75,8 @@ use crate::config::ServerConfig;
 use crate::hooks::{AbortStop, HookKind, HookSet};
 use crate::storage::fs::read_full;
 use crate::storage::{self, create_dir_all_durable, durable_rename, fsync_dir, AtomicFile, StorageError, StorageOp, DIR_MODE, FILE_MODE};
-use crate::wal::{WalFileName, WalSegmentSize};
+use crate::wal::validator::LeadingBytes;
+use crate::wal::{Carry, WalFileName, WalSegmentName, WalSegmentSize};
 
 pub use batch::{Batch, EntryKind};
 use stage::{Prepared, Staged, Stager};
@@ -404,7 +412,7 @@ pub fn archive_wal(
     };
     let system_id = ServerIdentity::read(&catalog.identity_path())?.map(|i| i.systemid);
     let stager = Stager { catalog, settings, system_id, mkdir: std::sync::Mutex::new(()) };
-    let mut run = Run { catalog, settings, indexed: None, on_event };
+    let mut run = Run { catalog, settings, indexed: None, previous: None, on_event };
     let mut report = ArchiveReport::default();
     if settings.streaming_archiver {
         report.passes.push(run.pass(&stager, WalSource::Streaming)?);
@@ -420,6 +428,10 @@ struct Run<'a> {
     settings: &'a ArchiverSettings,
     /// Names in xlog.db, loaded the first time a duplicate needs them.
     indexed: Option<std::collections::HashSet<WalFileName>>,
+    /// The segment just archived in this batch and its carry, if it holds WAL to its end: the
+    /// next segment, if it directly follows on the same timeline, finishes the record it
+    /// leaves open (see [`Run::continues`]).
+    previous: Option<(WalSegmentName, Carry)>,
     on_event: &'a mut dyn FnMut(&ArchiveEvent),
 }
 
@@ -447,6 +459,7 @@ impl Run<'_> {
             WalSource::FileArchival => (self.catalog.incoming_directory(), self.settings.archiver_batch_size),
         };
         let dir = dir.to_path_buf();
+        self.previous = None;
         let names = storage::fs::list_dir(&dir)?;
         let batch = batch::plan(source, &names, batch_size, |n| entry_kind(&dir.join(n)));
         tracing::info!(
@@ -570,6 +583,8 @@ impl Run<'_> {
         wal: WalFileName,
         prepared: Result<Prepared, ArchiveError>,
     ) -> Result<FileOutcome, ArchiveError> {
+        // Whatever happens to this file, the next one follows it, not the one before.
+        let previous = self.previous.take();
         let (staged, mtime, dst) = match prepared? {
             Prepared::Vanished => {
                 tracing::warn!(file = %src.display(), "vanished before it could be archived");
@@ -578,22 +593,22 @@ impl Run<'_> {
             Prepared::Duplicate { arrived_as, dst } => return self.duplicate(src, file_name, wal, arrived_as, &dst),
             Prepared::Staged { staged, mtime, dst } => (staged, mtime, dst),
         };
-        let (file, size, compression, checked) = match staged {
-            Staged::Ready { file, size, compression, checked } => (file, size, compression, checked),
-            Staged::Refused(refusal) => {
-                let (reason, detail) = match &refusal {
-                    Refusal::Foreign { found, expected } => (
-                        ErrorReason::Other("foreign".into()),
-                        format!("system identifier {found} is not this server's ({expected})"),
-                    ),
-                    Refusal::Corrupt(d) => (ErrorReason::Other("corrupt".into()), d.clone()),
-                };
-                tracing::warn!(server = %self.settings.server, file = %src.display(), %reason, %detail, "refusing WAL");
-                self.emit(ArchiveEvent::Refused { name: lossy(file_name), reason: reason.clone(), detail: detail.clone() });
-                let moved = self.move_to_errors(src, file_name, reason, Some(detail))?;
-                return Ok(FileOutcome::Refused(moved));
-            }
+        let (file, size, compression, mut checked, leading) = match staged {
+            Staged::Ready { file, size, compression, checked, leading } => (file, size, compression, checked, leading),
+            Staged::Refused(refusal) => return self.refuse(src, file_name, refusal),
         };
+        if let (WalFileName::Segment(name), Some(leading)) = (wal, &leading) {
+            match Self::continues(previous, name, leading) {
+                Err(refusal) => {
+                    // Dropping the staged file removes it.
+                    drop(file);
+                    return self.refuse(src, file_name, refusal);
+                }
+                Ok(Some(carry)) => checked.carry = Some(carry),
+                Ok(None) => {}
+            }
+            self.previous = checked.carry.take().map(|carry| (name, carry));
+        }
         let entry = XlogDbEntry {
             name: wal,
             size,
@@ -612,6 +627,42 @@ impl Run<'_> {
             valid_up_to: checked.valid_up_to,
             tail_problem: checked.tail_problem,
         }))
+    }
+
+    /// Moves a file that failed its check to `errors/`.
+    fn refuse(&mut self, src: &Path, file_name: &OsStr, refusal: Refusal) -> Result<FileOutcome, ArchiveError> {
+        let (reason, detail) = match &refusal {
+            Refusal::Foreign { found, expected } => (
+                ErrorReason::Other("foreign".into()),
+                format!("system identifier {found} is not this server's ({expected})"),
+            ),
+            Refusal::Corrupt(d) => (ErrorReason::Other("corrupt".into()), d.clone()),
+        };
+        tracing::warn!(server = %self.settings.server, file = %src.display(), %reason, %detail, "refusing WAL");
+        self.emit(ArchiveEvent::Refused { name: lossy(file_name), reason: reason.clone(), detail: detail.clone() });
+        let moved = self.move_to_errors(src, file_name, reason, Some(detail))?;
+        Ok(FileOutcome::Refused(moved))
+    }
+
+    /// The bytes at the start of segment `name` that finish a record begun in the segment just
+    /// archived, checked against that segment's carry: each segment was validated on its own
+    /// by the workers, which cannot check a record's CRC across two segments. Only when
+    /// `previous` is the segment directly before `name` on the same timeline; otherwise nothing
+    /// is known of the record and its bytes stay unchecked, as in a first segment. Returns the
+    /// carry for the next segment when the record goes on past this one (then its own
+    /// validation could only skip it).
+    fn continues(
+        previous: Option<(WalSegmentName, Carry)>,
+        name: WalSegmentName,
+        leading: &LeadingBytes,
+    ) -> Result<Option<Carry>, Refusal> {
+        let Some(size) = leading.segment_size() else { return Ok(None) };
+        match previous {
+            Some((before, carry)) if before.timeline() == name.timeline() && before.next(size) == Some(name) => {
+                leading.resume(name, carry).map_err(|e| Refusal::Corrupt(e.to_string()))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Makes the staged file durable in the archive, then records it in xlog.db — both under

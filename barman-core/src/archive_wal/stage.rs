@@ -22,6 +22,7 @@ use barman_replication::SystemId;
 use crate::catalog::ServerCatalog;
 use crate::compression::{Compression, CompressionError};
 use crate::storage::{self, create_dir_all_durable, AtomicFile, StorageError, StorageOp, DIR_MODE, FILE_MODE};
+use crate::wal::validator::LeadingBytes;
 use crate::wal::WalFileName;
 
 use super::check::{Checked, ContentCheck, Refusal};
@@ -63,8 +64,11 @@ pub(super) enum Staged {
         size: u64,
         /// How it is stored.
         compression: Option<Compression>,
-        /// What the check found.
-        checked: Checked,
+        /// What the check found (boxed: it holds the segment's carry).
+        checked: Box<Checked>,
+        /// For a segment: its start, to check the record it finishes once the committer knows
+        /// the previous segment of the batch.
+        leading: Option<LeadingBytes>,
     },
     /// It failed the check.
     Refused(Refusal),
@@ -110,12 +114,12 @@ impl Stager<'_> {
             Some(c) => self.check_and_copy(src, wal, &dst, c)?,
         };
         let staged = match staged {
-            Staged::Ready { mut file, size, compression, checked } => {
+            Staged::Ready { mut file, size, compression, checked, leading } => {
                 // The buffered tail must reach the file before its mtime is set, or writing
                 // it later (at commit) would stamp the archival time instead of the source's.
                 file.flush().map_err(unwrap_storage)?;
                 set_mtime(file.temp_path(), mtime)?;
-                Staged::Ready { file, size, compression, checked }
+                Staged::Ready { file, size, compression, checked, leading }
             }
             refused => refused,
         };
@@ -124,6 +128,12 @@ impl Stager<'_> {
 
     fn content_check(&self, wal: WalFileName, length: Option<u64>) -> ContentCheck {
         ContentCheck::new(wal, self.system_id, self.settings.segment_size, length)
+    }
+
+    /// Where a segment's start is kept (`.partial`, `.history` and `.backup` files continue no
+    /// record of the batch).
+    fn leading(wal: WalFileName) -> Option<LeadingBytes> {
+        matches!(wal, WalFileName::Segment(_)).then(LeadingBytes::default)
     }
 
     /// A plain source: one read feeds the check and the compressor.
@@ -138,6 +148,7 @@ impl Stager<'_> {
             .encoder(algorithm, &wal.to_string(), mtime32, Counting { inner: file, bytes: 0 })
             .map_err(compression_err)?;
         let mut check = self.content_check(wal, Some(length));
+        let mut leading = Self::leading(wal);
         let mut input = SourceReader::open(src)?;
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -146,6 +157,9 @@ impl Stager<'_> {
                 break;
             }
             check.feed(&buf[..n]);
+            if let Some(leading) = &mut leading {
+                leading.feed(&buf[..n]);
+            }
             if check.failed() {
                 break;
             }
@@ -171,12 +185,13 @@ impl Stager<'_> {
             },
             other => compression_err(other),
         })?;
-        Ok(Staged::Ready { size: counting.bytes, file: counting.inner, compression: algorithm, checked })
+        Ok(Staged::Ready { size: counting.bytes, file: counting.inner, compression: algorithm, checked: Box::new(checked), leading })
     }
 
     /// A source that arrived compressed: checked through a decompressor, then stored as is.
     fn check_and_copy(&self, src: &Path, wal: WalFileName, dst: &Path, algorithm: Compression) -> Result<Staged, ArchiveError> {
         let mut check = self.content_check(wal, None);
+        let mut leading = Self::leading(wal);
         let mut decoded = self
             .settings
             .compression
@@ -188,6 +203,9 @@ impl Stager<'_> {
                 Ok(0) => break,
                 Ok(n) => {
                     check.feed(&buf[..n]);
+                    if let Some(leading) = &mut leading {
+                        leading.feed(&buf[..n]);
+                    }
                     if check.failed() {
                         break;
                     }
@@ -206,7 +224,7 @@ impl Stager<'_> {
         let mut out = Counting { inner: AtomicFile::create(dst, FILE_MODE)?, bytes: 0 };
         let mut input = SourceReader::open(src)?;
         io::copy(&mut input, &mut out).map_err(unwrap_storage)?;
-        Ok(Staged::Ready { size: out.bytes, file: out.inner, compression: Some(algorithm), checked })
+        Ok(Staged::Ready { size: out.bytes, file: out.inner, compression: Some(algorithm), checked: Box::new(checked), leading })
     }
 }
 

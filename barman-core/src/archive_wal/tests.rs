@@ -575,6 +575,79 @@ fn an_error_mid_batch_keeps_what_follows_in_incoming_and_leaves_no_temporary() {
     assert_eq!(site.xlogdb_names(), names);
 }
 
+/// `wal` gzip-compressed, as an archive_command may deliver it.
+fn gzip(wal: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(wal).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn a_corrupted_continuation_is_caught_when_the_segment_before_is_in_the_batch() {
+    for major in MAJORS {
+        for workers in [1, 3] {
+            let mut site = Site::new(major);
+            site.settings.workers = workers;
+            // Captures 1–3 hold a 2 MiB record: begun in the first, all of the second, ended
+            // in the third. A byte of its end, right after the third's long page header, is
+            // flipped: the third alone cannot tell (its bytes finish a record it never saw).
+            let (first, second, third) = (site.name(1), site.name(2), site.name(3));
+            let mut bad = capture(major, &third);
+            bad[1000] ^= 0x01;
+
+            let alone = Site::new(major);
+            alone.put_bytes(alone.catalog.incoming_directory(), &third, &bad);
+            assert_eq!(alone.archive().0.archived().count(), 1, "{major}: unchecked alone");
+
+            site.incoming(1);
+            // The second arrives compressed: its bytes are kept through the decompressor.
+            site.put_bytes(site.catalog.incoming_directory(), &second, &gzip(&capture(major, &second)));
+            site.put_bytes(site.catalog.incoming_directory(), &third, &bad);
+            let (report, lines) = site.archive();
+            let archived: Vec<String> = report.archived().map(|a| a.entry.name.to_string()).collect();
+            assert_eq!(archived, [first.clone(), second.clone()], "{major}, {workers} workers");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&format!("\tError: {third} is not valid WAL (corrupt: ")) && l.contains("CRC")),
+                "{major}, {workers} workers: {lines:?}"
+            );
+            let errors = site.errors();
+            assert!(errors.len() == 1 && is_error_file(&errors[0], &third, "corrupt"), "{errors:?}");
+            assert_eq!(site.xlogdb_names(), [first.clone(), second.clone()]);
+            assert!(walk(site.catalog.wals_directory()).iter().all(|f| !f.ends_with(".tmp")), "no temporary left behind");
+
+            // The intact segment then follows, checked after nothing (the batch starts with it).
+            site.incoming(3);
+            assert_eq!(site.archive().0.archived().count(), 1);
+            assert_eq!(site.xlogdb_names(), [first, second, third]);
+        }
+    }
+}
+
+#[test]
+fn a_continuation_is_not_checked_across_a_gap_or_a_refused_segment() {
+    let major = 16;
+    let site = Site::new(major);
+    // The first segment of the record, then the third with its continuation intact: the
+    // second is missing, so nothing links them and the third is archived unchecked.
+    site.incoming(1);
+    site.incoming(3);
+    let (report, _) = site.archive();
+    assert_eq!(report.archived().count(), 2);
+    assert!(site.errors().is_empty());
+
+    // A refused segment (here truncated) carries nothing to the next.
+    let site = Site::new(major);
+    site.incoming(1);
+    let second = site.name(2);
+    site.put_bytes(site.catalog.incoming_directory(), &second, &capture(major, &second)[..200_000]);
+    site.incoming(3);
+    let (report, _) = site.archive();
+    let archived: Vec<String> = report.archived().map(|a| a.entry.name.to_string()).collect();
+    assert_eq!(archived, [site.name(1), site.name(3)]);
+    let errors = site.errors();
+    assert!(errors.len() == 1 && is_error_file(&errors[0], &second, "corrupt"), "{errors:?}");
+}
+
 mod waiting_for_wals {
     use super::*;
     use crate::catalog::{BackupId, BackupInfo, BackupStatus};

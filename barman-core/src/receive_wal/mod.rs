@@ -284,7 +284,7 @@ async fn stream_once(
         if point.lsn.segment_start(size.bytes()) == point.lsn
             && settings.streaming_dir.join(format!("{resumed}.partial")).exists()
         {
-            current = Some(PartialSegment::open(&settings.streaming_dir, resumed, size, settings.system_id.or(Some(sys.system_id)))?);
+            current = Some(PartialSegment::open(&settings.streaming_dir, resumed, size, settings.system_id.or(Some(sys.system_id)), None)?);
         }
         let mut last_sync = Instant::now();
         let end = loop {
@@ -307,7 +307,7 @@ async fn stream_once(
                         if current.is_none() {
                             let name = WalSegmentName::from_lsn(point.timeline, at, size)
                                 .map_err(|e| ReceiveWalError::Invalid(e.to_string()))?;
-                            current = Some(PartialSegment::open(&settings.streaming_dir, name, size, settings.system_id.or(Some(sys.system_id)))?);
+                            current = Some(PartialSegment::open(&settings.streaming_dir, name, size, settings.system_id.or(Some(sys.system_id)), None)?);
                         }
                         let seg = current.as_mut().expect("opened above");
                         let n = (seg.room() as usize).min(rest.len());
@@ -318,7 +318,7 @@ async fn stream_once(
                         if seg.is_full() {
                             let seg = current.take().expect("present");
                             let end = seg.end();
-                            seg.complete()?;
+                            let (_, carry) = seg.complete()?;
                             rx.flushed(end).await?;
                             last_sync = Instant::now();
                             notify(ReceiverNotice::FinishedSegment { lsn: end, timeline: point.timeline });
@@ -326,10 +326,12 @@ async fn stream_once(
                             // the path of the next commit, and the archiver (which keeps back
                             // the newest complete segment while no `.partial` follows it, so
                             // that a restart could resume) can take this one at once, also on
-                            // an idle server after a WAL switch.
+                            // an idle server after a WAL switch. It directly follows the segment
+                            // just completed on this timeline, so it is validated after it: a
+                            // record spanning both gets its CRC checked.
                             let next = WalSegmentName::from_lsn(point.timeline, end, size)
                                 .map_err(|e| ReceiveWalError::Invalid(e.to_string()))?;
-                            current = Some(PartialSegment::open(&settings.streaming_dir, next, size, settings.system_id.or(Some(sys.system_id)))?);
+                            current = Some(PartialSegment::open(&settings.streaming_dir, next, size, settings.system_id.or(Some(sys.system_id)), carry)?);
                         }
                     }
                     // Synchronous: durable before we say so, and we say so at once. Otherwise

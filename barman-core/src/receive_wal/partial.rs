@@ -6,6 +6,11 @@
 //! makes them durable (only then may the receiver report them flushed); a complete segment
 //! is validated as it arrives and [`PartialSegment::complete`] renames it to its final name
 //! only if every record checked out.
+//!
+//! Segments received in order on one timeline are validated as one stream: the [`Carry`]
+//! [`PartialSegment::complete`] returns goes into [`PartialSegment::open`] of the next one, so
+//! the bytes at a segment's start that finish a record begun in the previous segment get their
+//! CRC checked instead of being skipped.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -15,7 +20,7 @@ use barman_replication::{Lsn, SystemId};
 
 use crate::storage::durable::{durable_rename, fsync_dir, FILE_MODE};
 use crate::storage::{StorageError, StorageOp};
-use crate::wal::{ExpectedSegment, SegmentValidator, WalSegmentName, WalSegmentSize};
+use crate::wal::{Carry, ExpectedSegment, SegmentValidator, WalSegmentName, WalSegmentSize};
 
 use super::ReceiveWalError;
 
@@ -41,12 +46,16 @@ impl std::fmt::Debug for PartialSegment {
 
 impl PartialSegment {
     /// Opens (or creates) `<dir>/<name>.partial`, zero-filled to the segment size, fsynced with
-    /// its directory, ready to receive the segment from its first byte.
+    /// its directory, ready to receive the segment from its first byte. `previous` is the carry
+    /// of the segment just completed when this one directly follows it on the same timeline in
+    /// the same stream; `None` (a new stream, a taken-over `.partial`) skips the bytes
+    /// finishing a record begun before, as nothing of that record was seen.
     pub fn open(
         dir: &Path,
         name: WalSegmentName,
         size: WalSegmentSize,
         system_id: Option<SystemId>,
+        previous: Option<Carry>,
     ) -> Result<PartialSegment, ReceiveWalError> {
         let path = dir.join(format!("{name}.partial"));
         let p = path.clone();
@@ -72,6 +81,9 @@ impl PartialSegment {
         let mut expected = ExpectedSegment::new(name, size);
         if let Some(id) = system_id {
             expected = expected.with_system_id(id);
+        }
+        if let Some(carry) = previous {
+            expected = expected.after(carry);
         }
         let validator = SegmentValidator::new(expected).map_err(ReceiveWalError::Wal)?;
         let start = name.start_lsn(size).map_err(|e| ReceiveWalError::Invalid(e.to_string()))?;
@@ -138,13 +150,97 @@ impl PartialSegment {
     }
 
     /// Finishes a full segment: its WAL must validate; then fsync and a durable rename to its
-    /// final name. Returns the final path.
-    pub fn complete(mut self) -> Result<PathBuf, ReceiveWalError> {
+    /// final name. Returns the final path and the carry to validate the next segment with
+    /// (`None` when this one's WAL ended before its last byte, so no WAL can follow it).
+    pub fn complete(mut self) -> Result<(PathBuf, Option<Carry>), ReceiveWalError> {
         debug_assert!(self.is_full());
         self.sync()?;
-        self.validator.finish().map_err(ReceiveWalError::Wal)?;
+        let report = self.validator.finish().map_err(ReceiveWalError::Wal)?;
         let final_path = self.path.with_file_name(self.name.to_string());
         durable_rename(&self.path, &final_path)?;
-        Ok(final_path)
+        Ok((final_path, report.carry()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::WalError;
+
+    const MIB: WalSegmentSize = WalSegmentSize::MIN;
+
+    /// The decompressed real capture `file` of `major` (`testdata/wal/README.md`).
+    fn capture(major: u32, file: &str) -> Vec<u8> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/wal")
+            .join(major.to_string())
+            .join(format!("{file}.zst"));
+        let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        zstd::decode_all(&raw[..]).expect("zstd")
+    }
+
+    /// The three consecutive segments of `major`'s captures holding one 2 MiB record: it
+    /// starts in the first, fills the second and ends in the third (the 2nd to 4th captures by
+    /// name, as in the validator's tests).
+    fn big_record_segments(major: u32) -> Vec<String> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/wal").join(major.to_string());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("testdata dir")
+            .map(|e| e.expect("dir entry").file_name().into_string().expect("utf-8 name"))
+            .filter_map(|n| n.strip_suffix(".zst").map(str::to_owned))
+            .collect();
+        names.sort();
+        names[1..4].to_vec()
+    }
+
+    /// Receives `data` as segment `name` the way the receiver does: open, write in chunks that
+    /// do not align with pages, complete.
+    fn receive(
+        dir: &Path,
+        name: &str,
+        data: &[u8],
+        previous: Option<Carry>,
+    ) -> Result<(PathBuf, Option<Carry>), ReceiveWalError> {
+        let mut seg = PartialSegment::open(dir, name.parse().expect("name"), MIB, None, previous)?;
+        for chunk in data.chunks(3 * 8192 + 5) {
+            seg.write(chunk)?;
+        }
+        seg.complete()
+    }
+
+    #[test]
+    fn a_corrupted_continuation_in_a_streamed_segment_is_caught() {
+        for major in [13, 14, 15, 16, 17, 18] {
+            let names = big_record_segments(major);
+            let [first, second, third] = [&names[0], &names[1], &names[2]].map(String::as_str);
+            let (one, two) = (capture(major, first), capture(major, second));
+            let mut three = capture(major, third);
+            // A byte of the big record's tail, right after the third segment's long page header:
+            // bytes that finish a record begun in an earlier segment.
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (_, carry) = receive(dir.path(), first, &one, None).expect("first");
+            let (_, carry) = receive(dir.path(), second, &two, carry).expect("second");
+            let carry = carry.expect("the second segment is complete");
+            let remaining = carry.expected_continuation().expect("the record continues");
+            assert!(remaining > 1000, "{major}: {remaining}");
+            three[1000] ^= 0x01;
+
+            // Alone (a new stream starting there), the continuation cannot be checked.
+            let alone = tempfile::tempdir().expect("tempdir");
+            receive(alone.path(), third, &three, None).expect("unchecked continuation accepted");
+
+            // Received after the segments it continues, the record's CRC covers it.
+            let err = receive(dir.path(), third, &three, Some(carry.clone())).unwrap_err();
+            assert!(
+                matches!(err, ReceiveWalError::Wal(WalError::CrcMismatch { .. })),
+                "{major}: {err}"
+            );
+            assert!(dir.path().join(format!("{third}.partial")).exists(), "not renamed");
+            assert!(!dir.path().join(third).exists(), "not renamed");
+
+            // And the intact segment passes in sequence.
+            three[1000] ^= 0x01;
+            receive(dir.path(), third, &three, Some(carry)).expect("intact third");
+        }
     }
 }

@@ -1237,6 +1237,92 @@ impl SegmentValidator {
     }
 }
 
+/// The start of a segment, kept while the segment is validated on its own, so that the record
+/// it finishes can be checked later against the previous segment's [`Carry`] ([`Self::resume`])
+/// without reading the segment again: its first page header and, when that page continues a
+/// record (`XLP_FIRST_IS_CONTRECORD`), the bytes up to that record's end, page headers
+/// included. The length comes from the header's `xlp_rem_len`, at most the segment size; the
+/// headers are trusted here and checked by the validation.
+#[derive(Clone, Debug, Default)]
+pub struct LeadingBytes {
+    bytes: Vec<u8>,
+    /// How many bytes to keep, once the first page header is in.
+    want: Option<u64>,
+}
+
+impl LeadingBytes {
+    /// Feeds the segment's next bytes; those past the continuation are ignored.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        loop {
+            let want = self.want.unwrap_or(LONG_HEADER as u64);
+            let have = self.bytes.len() as u64;
+            if have < want {
+                let take = usize::try_from(want - have).unwrap_or(usize::MAX).min(data.len());
+                self.bytes.extend_from_slice(&data[..take]);
+                data = &data[take..];
+            }
+            if self.want.is_some() || self.bytes.len() < LONG_HEADER {
+                return;
+            }
+            self.want = Some(self.span());
+        }
+    }
+
+    /// The segment size the long header states, if valid.
+    pub fn segment_size(&self) -> Option<WalSegmentSize> {
+        (self.bytes.len() >= LONG_HEADER)
+            .then(|| u32_at(&self.bytes, 32))
+            .and_then(|size| WalSegmentSize::new(u64::from(size)).ok())
+    }
+
+    /// Bytes holding the first page header and the continued record's end.
+    fn span(&self) -> u64 {
+        let h = &self.bytes;
+        let rem_len = u64::from(u32_at(h, 16));
+        let block = u64::from(u32_at(h, 36));
+        let (Some(size), true) = (self.segment_size(), u16_at(h, 2) & XLP_FIRST_IS_CONTRECORD != 0) else {
+            return LONG_HEADER as u64;
+        };
+        if !block.is_power_of_two() || !(1024..=65536).contains(&block) {
+            return LONG_HEADER as u64;
+        }
+        let (mut page, mut header, mut left) = (0, LONG_HEADER as u64, rem_len);
+        while page < size.bytes() {
+            let room = block - header;
+            if left <= room {
+                return page + header + left;
+            }
+            left -= room;
+            page += block;
+            header = SHORT_HEADER as u64;
+        }
+        size.bytes()
+    }
+
+    /// Validates these bytes of segment `name` after `previous`, the carry of the segment
+    /// just before it: the record `previous` leaves open gets its CRC checked over the bytes
+    /// that end it here, and the first page's continuation flag and `xlp_rem_len` are checked
+    /// against it. Returns the carry for the next segment when that record goes on past this
+    /// segment (the kept bytes are then the whole segment), else `None`: the carry of the
+    /// segment's own validation then holds.
+    pub fn resume(&self, name: WalSegmentName, previous: Carry) -> Result<Option<Carry>, WalError> {
+        let size = self.segment_size().unwrap_or(WalSegmentSize::DEFAULT);
+        let mut v = SegmentValidator::new(ExpectedSegment::new(name, size).after(previous))?;
+        v.feed(&self.bytes)?;
+        if v.pos == v.end {
+            return v.finish().map(|report| report.carry());
+        }
+        match v.records {
+            Records::Record(_) | Records::Skip { .. } => Err(WalError::Truncated {
+                segment: v.segment,
+                len: v.pos - v.start,
+                valid_up_to: v.progress().valid_up_to,
+            }),
+            Records::Between { .. } | Records::Zeroes { .. } => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "validator_tests.rs"]
 mod tests;

@@ -851,3 +851,108 @@ mod proptests {
         }
     }
 }
+
+#[test]
+fn a_corrupted_continuation_is_caught_only_in_sequence() {
+    for major in MAJORS {
+        let s = set(major);
+        let r1 = whole(expect(&s.big1), &capture(major, &s.big1)).unwrap();
+        let big = r1.continuation.unwrap();
+        let r2 = whole(
+            expect(&s.big2).after(r1.carry().unwrap()),
+            &capture(major, &s.big2),
+        )
+        .unwrap();
+        let remaining = r2.carry().unwrap().expected_continuation().unwrap();
+        assert!(remaining > 1000, "{major}: {remaining}");
+        // A byte of the big record's end, right after the third segment's long page header.
+        let mut big3 = capture(major, &s.big3);
+        big3[1000] ^= 0x01;
+
+        let alone = whole(expect(&s.big3), &big3).unwrap();
+        assert_eq!(alone.continued_from_previous, Some(remaining));
+        assert!(!alone.continuation_checked, "{major}: skipped alone");
+
+        let err = whole(expect(&s.big3).after(r2.carry().unwrap()), &big3).unwrap_err();
+        assert!(
+            matches!(err, WalError::CrcMismatch { lsn, .. } if lsn == big.record_start),
+            "{major}: {err}"
+        );
+    }
+}
+
+/// Keeps the leading bytes of `data` fed in uneven chunks.
+fn leading(data: &[u8]) -> LeadingBytes {
+    let mut l = LeadingBytes::default();
+    for chunk in data.chunks(7919) {
+        l.feed(chunk);
+    }
+    l
+}
+
+#[test]
+fn leading_bytes_check_a_continuation_after_the_fact() {
+    for major in MAJORS {
+        let s = set(major);
+        let (big1, big2, big3) = (
+            capture(major, &s.big1),
+            capture(major, &s.big2),
+            capture(major, &s.big3),
+        );
+        let r1 = whole(expect(&s.big1), &big1).unwrap();
+        let big = r1.continuation.unwrap();
+        let r2 = whole(expect(&s.big2).after(r1.carry().unwrap()), &big2).unwrap();
+
+        // The second segment is all continuation: kept whole, and resuming it gives the carry
+        // a validation in sequence gives.
+        let l2 = leading(&big2);
+        assert_eq!(l2.bytes.len(), big2.len());
+        assert_eq!(l2.segment_size(), Some(MIB));
+        let c2 = l2
+            .resume(segment_of(&s.big2), r1.carry().unwrap())
+            .unwrap()
+            .expect("the record goes on");
+        assert_eq!(Some(c2.clone()), r2.carry());
+
+        // The third finishes the record: kept up to its end only, which checks out.
+        let l3 = leading(&big3);
+        let end = r2.carry().unwrap().expected_continuation().unwrap();
+        assert!(
+            l3.bytes.len() > end as usize && l3.bytes.len() < big3.len(),
+            "{major}: {} bytes kept",
+            l3.bytes.len()
+        );
+        assert_eq!(l3.resume(segment_of(&s.big3), c2.clone()), Ok(None));
+
+        // A flipped byte in the continuation: the record's CRC fails.
+        let mut bad = big3.clone();
+        bad[1000] ^= 0x01;
+        let err = leading(&bad)
+            .resume(segment_of(&s.big3), c2.clone())
+            .unwrap_err();
+        assert!(
+            matches!(err, WalError::CrcMismatch { lsn, .. } if lsn == big.record_start),
+            "{major}: {err}"
+        );
+
+        // A segment that continues nothing keeps its page header only; after XLOG_SWITCH none
+        // is expected.
+        let r3 = whole(expect(&s.big3).after(c2), &big3).unwrap();
+        let l4 = leading(&capture(major, &s.partial));
+        assert_eq!(l4.bytes.len(), LONG_HEADER);
+        assert_eq!(l4.resume(segment_of(&s.partial), r3.carry().unwrap()), Ok(None));
+
+        // One that should continue the record and does not say so.
+        let mut unflagged = big2.clone();
+        set_u16(&mut unflagged, 2, u16_at(&big2, 2) & !XLP_FIRST_IS_CONTRECORD);
+        let l = leading(&unflagged);
+        assert_eq!(l.bytes.len(), LONG_HEADER);
+        let err = l
+            .resume(segment_of(&s.big2), r1.carry().unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(err, WalError::BadContinuation { flagged: false, .. }),
+            "{major}: {err}"
+        );
+    }
+}
