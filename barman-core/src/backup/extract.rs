@@ -5,7 +5,7 @@
 //! `pg_tblspc/<oid>`, pointed at the directory the caller maps that tablespace to (Barman:
 //! `base/<ID>/<oid>`), and nothing is ever written through them. Files are written without
 //! waiting for the disk; [`PlainExtractor::finish`] then flushes the whole filesystem once
-//! (`syncfs`, see [`sync_filesystem`]) and fsyncs every directory, so a backup marked DONE
+//! (`syncfs`, see [`sync_filesystem_of`]) and fsyncs every directory, so a backup marked DONE
 //! afterwards is on disk — at a fraction of the cost of one fsync per file.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::storage::durable::{fsync_dir, sync_filesystem};
+use crate::storage::durable::{fsync_dir, sync_filesystem_of};
 use crate::storage::{safe_join, StorageError, StorageOp};
 
 use super::tar_stream::{EntryKind, TarError, TarEvent, TarStream};
@@ -45,6 +45,9 @@ pub enum ExtractError {
 #[derive(Debug)]
 pub struct PlainExtractor {
     root: PathBuf,
+    /// `root`, opened before the first write: `syncfs` through it at [`finish`](Self::finish)
+    /// reports every writeback error since then (only those after its descriptor was opened).
+    root_handle: File,
     links: BTreeMap<String, PathBuf>,
     created_links: BTreeSet<String>,
     stream: TarStream,
@@ -66,10 +69,12 @@ impl PlainExtractor {
             .mode(0o700)
             .create(root)
             .map_err(|e| StorageError::io(StorageOp::CreateDir, root, e))?;
+        let root_handle = File::open(root).map_err(|e| StorageError::io(StorageOp::Open, root, e))?;
         let mut dirs = BTreeSet::new();
         dirs.insert(root.to_owned());
         Ok(PlainExtractor {
             root: root.to_owned(),
+            root_handle,
             links: tablespace_links,
             created_links: BTreeSet::new(),
             stream: TarStream::new(),
@@ -187,7 +192,7 @@ impl PlainExtractor {
     pub fn finish(mut self) -> Result<(u64, u64), ExtractError> {
         self.stream.finish()?;
         self.close_file()?;
-        sync_filesystem(&self.root)?;
+        sync_filesystem_of(&self.root_handle, &self.root)?;
         for d in self.dirs.iter().rev() {
             fsync_dir(d)?;
         }

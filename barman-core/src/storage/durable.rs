@@ -66,21 +66,15 @@ pub fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
     handle.sync_all().map_err(io_err(StorageOp::SyncDir, dir))
 }
 
-/// Makes everything written on the filesystem holding `path` durable — every file's data and
+/// Makes everything written on the filesystem of `handle` durable — every file's data and
 /// every directory entry — with one `syncfs(2)`, as `pg_basebackup --sync-method=syncfs`.
+/// `path` names `handle` in errors.
 ///
 /// For trees of many files written in one go (a plain backup, a restore): fsyncing each file
 /// as it is closed makes the writer wait for the disk once per file; one flush at the end lets
-/// the kernel write back in bulk. Errors of writeback on that filesystem since `path` was
-/// opened are reported (Linux ≥ 5.8), so a failed write is never taken for durable data.
-pub fn sync_filesystem(path: &Path) -> Result<(), StorageError> {
-    let handle = File::open(path).map_err(io_err(StorageOp::Open, path))?;
-    sync_filesystem_of(&handle, path)
-}
-
-/// [`sync_filesystem`] through `handle` (a file or directory on that filesystem, named `path`
-/// in errors). Opened before the writes begin, it also reports writeback errors that happened
-/// before the sync was called — `syncfs` reports only those since its descriptor was opened.
+/// the kernel write back in bulk. `syncfs` reports writeback errors on that filesystem since
+/// `handle` was opened (Linux ≥ 5.8), so open it before the first write: then a failed write
+/// is never taken for durable data.
 pub fn sync_filesystem_of(handle: &File, path: &Path) -> Result<(), StorageError> {
     rustix::fs::syncfs(handle).map_err(|e| StorageError::io(StorageOp::SyncDir, path, e.into()))
 }

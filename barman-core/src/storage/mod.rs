@@ -23,7 +23,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use durable::{
-    append_durable, atomic_write, create_dir_all_durable, durable_rename, fsync_dir, sync_filesystem,
+    append_durable, atomic_write, create_dir_all_durable, durable_rename, fsync_dir, sync_filesystem_of,
     AtomicFile, DIR_MODE, FILE_MODE,
 };
 pub use safe_path::{safe_file_name, safe_join, safe_join_no_symlink_escape, UnsafePathReason};
