@@ -1,19 +1,21 @@
-//! Benchmark harness: barman-rs against pg_basebackup, pg_receivewal and pgBackRest, side by
-//! side in one run on one machine, on one cached dataset.
+//! Benchmark harness: barman-rs against pg_basebackup, pg_receivewal, pgBackRest and real
+//! Barman (PyPI), side by side in one run on one machine, on one cached dataset.
 //!
 //! ```sh
 //! cargo run -p barman-benches --release -- [--size quick|full] [--only backup,restore,getwal,archive,sync]
 //! ```
 //!
 //! The run: build (or reuse) the barman-rs release binaries, install the anchors when missing
-//! (`pgbackrest` and GNU `time` from apt), build or reuse the dataset ([`dataset`]), start a
-//! cluster on a copy of it with both archives attached ([`site`]), run the works ([`works`]),
+//! (`pgbackrest` and GNU `time` from apt, Barman from PyPI into a venv of the cache:
+//! [`barman_py`]), build or reuse the dataset ([`dataset`]), start a cluster on a copy of it
+//! with every archive attached ([`site`]), run the works ([`works`]),
 //! print a markdown table and write every sample as JSON to `target/bench/` ([`report`]).
 //! Goals from the benchmark issue are shown beside the figures, never asserted.
 //!
 //! Not part of CI: a quick run takes a few minutes and needs root (PostgreSQL runs as the
 //! `postgres` user, caches are dropped with `/proc/sys/vm/drop_caches`).
 
+mod barman_py;
 mod dataset;
 mod measure;
 mod report;
@@ -35,7 +37,7 @@ use crate::site::{Bins, Site};
 const ALL_WORKS: [&str; 5] = ["backup", "restore", "getwal", "archive", "sync"];
 
 #[derive(Debug, Parser)]
-#[command(name = "barman-benches", about = "barman-rs against pg_basebackup, pg_receivewal and pgBackRest, same machine, same run")]
+#[command(name = "barman-benches", about = "barman-rs against pg_basebackup, pg_receivewal, pgBackRest and real Barman, same machine, same run")]
 struct Args {
     /// Dataset and run size: quick (≈ 300 MB, a few minutes) or full (≈ 3 GB).
     #[arg(long, default_value = "quick", value_parser = ["quick", "full"])]
@@ -99,11 +101,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !pgbackrest {
         eprintln!("pgBackRest could not be installed: its rows are left out");
     }
+    let barman_py = barman_py::install(&out_dir.join("cache")).map_err(|e| {
+        eprintln!("Barman {} could not be installed ({e:#}): its rows say so", barman_py::VERSION);
+        format!("not installed: {}", barman_py::reason(&e))
+    });
     let cache = if args.warm { CachePolicy::Warm } else { CachePolicy::detect() };
     eprintln!("caches: {}", cache.describe());
 
     let data = dataset::cached_data_dir(&out_dir.join("cache"), args.pg_major, &size)?;
-    let site = Site::start(args.pg_major, &data, bins.clone(), cache, size, pgbackrest)?;
+    let site = Site::start(args.pg_major, &data, bins.clone(), cache, size, pgbackrest, barman_py)?;
     let db_bytes: u64 = site
         .sql("SELECT sum(pg_database_size(oid)) FROM pg_database")?
         .parse()
@@ -158,9 +164,9 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn context_lines(c: &serde_json::Value) -> String {
     let s = |p: &str| c.pointer(p).map(|v| v.to_string().trim_matches('"').to_owned()).unwrap_or_default();
     format!(
-        "- machine: {} cores, {} RAM, {}\n- versions: {}, barman-rs {}, {}, {}\n- dataset: pgbench scale {} + {} random-text rows = {} MB; {} WAL segments; pgbench {} s\n- {} repetitions per tool, alternating; {}\n- CPU s and peak RSS are the measured client's process tree (GNU time), not the server's",
+        "- machine: {} cores, {} RAM, {}\n- versions: {}, barman-rs {}, {}, {}, Barman {}\n- dataset: pgbench scale {} + {} random-text rows = {} MB; {} WAL segments; pgbench {} s\n- {} repetitions per tool, alternating; {}\n- CPU s and peak RSS are the measured client's process tree (GNU time), not the server's",
         s("/machine/cores"), s("/machine/memory"), s("/machine/kernel"),
-        s("/versions/postgres"), s("/versions/barman_rs"), s("/versions/pgbackrest"), s("/versions/pg_basebackup"),
+        s("/versions/postgres"), s("/versions/barman_rs"), s("/versions/pgbackrest"), s("/versions/pg_basebackup"), s("/versions/barman_python"),
         s("/dataset/pgbench_scale"), s("/dataset/text_rows"),
         c.pointer("/dataset/database_bytes").and_then(|v| v.as_u64()).unwrap_or(0) / 1_000_000,
         s("/dataset/wal_segments"), s("/dataset/pgbench_seconds"),
@@ -206,7 +212,10 @@ fn versions(site: &Site) -> serde_json::Value {
         "pg_basebackup": first_line(&site.pg.bin_dir().join("pg_basebackup").display().to_string(), &["--version"]),
         "pgbackrest": first_line("/usr/bin/pgbackrest", &["version"]),
         "barman_rs": git,
-        "barman_python": "not measured (PyPI barman not installed by this harness yet)",
+        "barman_python": match &site.barman_py {
+            Ok(b) => b.version.clone(),
+            Err(why) => format!("not measured ({why})"),
+        },
     })
 }
 

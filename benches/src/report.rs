@@ -1,7 +1,8 @@
 //! Results: rows of samples per (work, tool), the markdown table and the JSON document.
 //!
 //! The ratio column compares barman-rs with the best anchor of the same work (fastest, or the
-//! highest TPS / throughput). Goals come from the benchmark issue and are printed beside the
+//! highest TPS / throughput), and with real Barman too when that is not the best anchor: it is
+//! the program barman-rs replaces. Goals come from the benchmark issue and are printed beside the
 //! measured figure — never asserted: the harness exits 0 whatever the numbers say.
 
 use serde_json::json;
@@ -145,6 +146,30 @@ impl Work {
         best
     }
 
+    /// barman-rs row `row` against the best anchor, and against real Barman when that one is
+    /// not the best: `[(anchor, ratio)]`.
+    fn ratios(&self, row: &Row) -> Vec<(String, f64)> {
+        let Some(fig) = row.figure(self.unit).filter(|f| row.ours && f.is_finite()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let best = self.best_anchor();
+        if let Some((b, bf)) = best {
+            out.push((b.tool.clone(), fig / bf));
+        }
+        let barman = self
+            .rows
+            .iter()
+            .find(|r| r.tool == crate::barman_py::TOOL)
+            .and_then(|r| Some((r, r.figure(self.unit).filter(|f| f.is_finite())?)));
+        if let Some((r, f)) = barman {
+            if best.is_none_or(|(b, _)| b.tool != r.tool) {
+                out.push((r.tool.clone(), fig / f));
+            }
+        }
+        out
+    }
+
     fn goal_text(&self, row: &Row) -> String {
         if !row.ours {
             return String::new();
@@ -204,7 +229,6 @@ pub fn markdown(works: &[Work]) -> String {
          |---|---|---:|---|---:|---:|---:|---:|---|\n",
     );
     for w in works {
-        let best = w.best_anchor();
         for r in &w.rows {
             let fig = r.figure(w.unit);
             let digits = match w.unit {
@@ -212,12 +236,12 @@ pub fn markdown(works: &[Work]) -> String {
                 Unit::MsPerSegment => 1,
                 Unit::SegmentsPerSecond | Unit::Tps => 0,
             };
-            let ratio = match (r.ours, fig, best) {
-                (true, Some(f), Some((b, bf))) if f.is_finite() => {
-                    format!("{:.2}× {}", f / bf, b.tool)
-                }
-                _ => String::new(),
-            };
+            let ratio = w
+                .ratios(r)
+                .iter()
+                .map(|(tool, x)| format!("{x:.2}× {tool}"))
+                .collect::<Vec<_>>()
+                .join("; ");
             let mut goal = w.goal_text(r);
             if let Some(note) = &r.note {
                 if !goal.is_empty() {
@@ -235,7 +259,7 @@ pub fn markdown(works: &[Work]) -> String {
                 fmt_opt(r.rss(), 0),
                 fmt_opt(r.output_bytes.map(|b| b as f64 / 1e6), 0),
                 ratio,
-                goal.replace('|', "/"),
+                goal.replace('|', "/").replace('\n', " "),
             ));
         }
     }
@@ -259,6 +283,7 @@ pub fn json(works: &[Work], context: serde_json::Value) -> serde_json::Value {
                         "median_cpu_s": r.cpu(),
                         "peak_rss_mib": r.rss(),
                         "output_bytes": r.output_bytes,
+                        "ratios": w.ratios(r).into_iter().map(|(tool, x)| json!({"anchor": tool, "ratio": x})).collect::<Vec<_>>(),
                         "goal": w.goal_text(r),
                         "note": r.note,
                         "samples": r.samples.iter().map(|s| json!({

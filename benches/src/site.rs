@@ -1,9 +1,10 @@
 //! One benchmark site: the running cluster (a copy of the cached dataset), a barman-rs catalog
-//! streaming its WAL, a pgBackRest stanza archiving the same WAL, and the tools' paths.
+//! streaming its WAL, a pgBackRest stanza archiving the same WAL, a real Barman catalog
+//! streaming it too ([`BarmanPy`]), and the tools' paths.
 //!
-//! Both WAL paths run for the whole run, for every tool, as they would in production: barman-rs
-//! `receive-wal` (asynchronous; stopped during the synchronous-standby work) and PostgreSQL's
-//! `archive_command = pgbackrest archive-push`. pgBackRest runs as the server user (its repo
+//! The WAL paths run for the whole run, for every tool, as they would in production: barman-rs
+//! `receive-wal` and real Barman's (asynchronous; both stopped during the synchronous-standby
+//! work) and PostgreSQL's `archive_command = pgbackrest archive-push`. pgBackRest runs as the server user (its repo
 //! is written by `archive-push`, which the server runs); barman-rs and pg_basebackup run as the
 //! current user, over TCP to 127.0.0.1 with `trust`.
 
@@ -18,6 +19,7 @@ use barman_tests::{
     SUPERUSER,
 };
 
+use crate::barman_py::BarmanPy;
 use crate::dataset::{self, Size};
 use crate::measure::{CachePolicy, Job};
 
@@ -50,6 +52,8 @@ pub struct Site {
     pub pgbr_conf: Option<PathBuf>,
     /// pgBackRest configuration of the separate archive-push stanza (archive-wal work).
     pub pgbr_arch_conf: Option<PathBuf>,
+    /// Real Barman's site, or why there is none (not installed, set-up failed).
+    pub barman_py: Result<BarmanPy, String>,
     /// Cache policy before each measured run.
     pub cache: CachePolicy,
     /// The run's size.
@@ -68,10 +72,14 @@ pub struct WalSet {
     pub names: Vec<String>,
     /// Directory holding a plain (decompressed) copy of each, readable by the server user.
     pub stage: PathBuf,
+    /// Whether real Barman's archive holds them too, or why not.
+    pub barman_py: Result<(), String>,
 }
 
 impl Site {
-    /// Starts a cluster on a copy of the dataset and sets both catalogs up.
+    /// Starts a cluster on a copy of the dataset and sets the catalogs up: barman-rs,
+    /// pgBackRest when `pgbackrest`, real Barman when `barman_py` is its program (else why not).
+    /// A real Barman that fails to set up is reported in its rows; the run goes on.
     pub fn start(
         major: u32,
         dataset: &Path,
@@ -79,6 +87,7 @@ impl Site {
         cache: CachePolicy,
         size: Size,
         pgbackrest: bool,
+        barman_py: Result<PathBuf, String>,
     ) -> anyhow::Result<Site> {
         let scratch = tempfile::Builder::new()
             .prefix("barman-bench-")
@@ -124,6 +133,7 @@ impl Site {
             bins,
             pgbr_conf: None,
             pgbr_arch_conf: None,
+            barman_py: Err("not set up".into()),
             cache,
             size,
             barman_extra: RefCell::new(Vec::new()),
@@ -135,6 +145,16 @@ impl Site {
             site.setup_pgbackrest()?;
         }
         site.setup_barman()?;
+        site.barman_py = match barman_py {
+            Ok(exe) => {
+                let dir = site.fresh_dir("barman-py", false)?;
+                BarmanPy::setup(exe, &site.pg, &dir).map_err(|e| {
+                    eprintln!("real Barman could not be set up ({e:#}): its rows say so");
+                    format!("set-up failed: {}", crate::barman_py::reason(&e))
+                })
+            }
+            Err(why) => Err(why),
+        };
         Ok(site)
     }
 
@@ -237,8 +257,14 @@ impl Site {
         Ok(())
     }
 
-    /// Starts the background `barman receive-wal pg` (asynchronous unless the server names it).
+    /// Starts the background `barman receive-wal pg` of barman-rs (asynchronous unless the
+    /// server names it) and real Barman's.
     pub fn start_receiver(&self) -> anyhow::Result<()> {
+        if let Ok(b) = &self.barman_py {
+            b.start_receiver()?;
+            // Up and streaming before anything may stop it again.
+            b.wait_streaming(&self.pg)?;
+        }
         if self.receiver.borrow().is_some() {
             return Ok(());
         }
@@ -255,8 +281,16 @@ impl Site {
         Ok(())
     }
 
-    /// Stops the background receiver (SIGTERM, by its process ID).
+    /// Stops the background receivers: barman-rs's (SIGTERM, by its process ID) and real
+    /// Barman's.
     pub fn stop_receiver(&self) -> anyhow::Result<()> {
+        let barman_py = self.barman_py.as_ref().map_or(Ok(()), BarmanPy::stop_receiver);
+        self.stop_rs_receiver()?;
+        barman_py
+    }
+
+    /// barman-rs's receiver: SIGTERM by its process ID, SIGKILL after 10 s.
+    fn stop_rs_receiver(&self) -> anyhow::Result<()> {
         if let Some(mut child) = self.receiver.borrow_mut().take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -365,8 +399,9 @@ impl Site {
             .collect()
     }
 
-    /// Makes `count` full WAL segments (bulk inserts of random text), waits until both the
-    /// barman-rs archive and pgBackRest's hold them, and stages a plain copy of each.
+    /// Makes `count` full WAL segments (bulk inserts of random text), waits until the barman-rs
+    /// archive, pgBackRest's and real Barman's hold them (the same bytes), and stages a plain
+    /// copy of each. Real Barman failing here only takes it out of the WAL works.
     pub fn ensure_wal(&self, count: usize) -> anyhow::Result<WalSet> {
         if let Some(w) = self.wal.borrow().as_ref() {
             return Ok(w.clone());
@@ -426,9 +461,30 @@ impl Site {
                 bail!("{last}: pgBackRest and barman-rs archives disagree");
             }
         }
-        let set = WalSet { names, stage };
+        let barman_py = self.ensure_barman_py_wal(&last, &stage);
+        let set = WalSet { names, stage, barman_py };
         *self.wal.borrow_mut() = Some(set.clone());
         Ok(set)
+    }
+
+    /// Waits until real Barman's archive holds `last` (running its `archive-wal`, as its cron
+    /// would) and checks that its `get-wal` gives the staged bytes.
+    fn ensure_barman_py_wal(&self, last: &str, stage: &Path) -> Result<(), String> {
+        let b = self.barman_py.as_ref().map_err(Clone::clone)?;
+        wait_for(&format!("real Barman to archive {last}"), || {
+            b.job(&["archive-wal", "pg"]).run()?;
+            Ok(b.has_wal(last))
+        })
+        .and_then(|()| {
+            let out = b.job(&["get-wal", "pg", last]).command().output()?;
+            ensure!(out.status.success(), "barman get-wal {last}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            ensure!(out.stdout == std::fs::read(stage.join(last))?, "{last}: real Barman's and barman-rs's archives disagree");
+            Ok(())
+        })
+        .map_err(|e| {
+            eprintln!("real Barman: {e:#}");
+            format!("WAL not archived: {}", crate::barman_py::reason(&e))
+        })
     }
 }
 

@@ -4,11 +4,12 @@
 //! [`CachePolicy`](crate::measure::CachePolicy)); preparation and clean-up are not timed.
 //! A tool that fails is reported with its error and left out of the following repetitions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context as _};
 use barman_tests::{wait_for, RunCommand as _, BARMAN_USER, STREAMING_USER};
 
+use crate::barman_py::{self, BarmanPy};
 use crate::measure::{tree_bytes, Job, Sample};
 use crate::report::{Goal, Row, Unit, Work};
 use crate::site::Site;
@@ -48,6 +49,41 @@ fn alternate(work: &str, reps: usize, mut tools: Vec<(Row, Runner<'_>)>) -> Vec<
 
 fn scratch(site: &Site) -> &Path {
     site.scratch.path()
+}
+
+/// Adds real Barman to `tools`: `runner` of what it needs (its site, a backup) when that is
+/// ready, else a row that says why it was not run (`alternate` skips rows that carry a note;
+/// the runner repeats the reason).
+fn push_barman_py<'a, T>(
+    tools: &mut Vec<(Row, Runner<'a>)>,
+    ready: Result<T, &String>,
+    runner: impl FnOnce(T) -> Runner<'a>,
+) {
+    let mut row = Row::new(barman_py::TOOL, false);
+    match ready {
+        Ok(t) => tools.push((row, runner(t))),
+        Err(why) => {
+            row.note = Some(format!("not run: {why}"));
+            let why = why.clone();
+            tools.push((row, Box::new(move || bail!("{why}"))));
+        }
+    }
+}
+
+/// Measures real Barman's `backup --wait pg` (zstd tar); returns the sample, the new backup's
+/// ID and its size.
+fn barman_py_backup(site: &Site, b: &BarmanPy) -> anyhow::Result<(Sample, String, u64)> {
+    let before = b.backups();
+    let job = b.job(&["backup", "--wait", "--wait-timeout", "300", "pg"]);
+    site.cache.before_run()?;
+    let sample = job.measure(scratch(site))?;
+    let id = b
+        .backups()
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .context("Barman's backup made no new backup")?;
+    let bytes = b.check_zstd_backup(&id)?;
+    Ok((sample, id, bytes))
 }
 
 /// Measures `barman backup --wait pg` with the current barman.conf; returns the sample, the
@@ -179,7 +215,8 @@ pub fn backup_plain(site: &Site) -> anyhow::Result<Work> {
 const ZSTD_LINES: [&str; 2] = ["backup_compression = zstd", "backup_compression_level = 3"];
 
 /// Full backup, zstd: barman-rs (when `backup_compression` works) vs pg_basebackup client-zstd
-/// and server-zstd vs pgBackRest (zst level 3, process-max = cores).
+/// and server-zstd vs real Barman (`backup_compression = zstd`, tar: client-zstd level 3) vs
+/// pgBackRest (zst level 3, process-max = cores).
 pub fn backup_zstd(site: &Site) -> anyhow::Result<Work> {
     let mut tools: Vec<(Row, Runner<'_>)> = vec![
         (
@@ -206,6 +243,13 @@ pub fn backup_zstd(site: &Site) -> anyhow::Result<Work> {
             Box::new(|| pg_basebackup(site, &["-Ft", "--compress=server-zstd"])),
         ),
     ];
+    push_barman_py(&mut tools, site.barman_py.as_ref(), |b| {
+        Box::new(move || {
+            let (s, id, bytes) = barman_py_backup(site, b)?;
+            b.delete_backup(&id)?;
+            Ok((s, Some(bytes)))
+        })
+    });
     if site.pgbr_conf.is_some() {
         tools.push((
             Row::new("pgBackRest", false),
@@ -226,7 +270,8 @@ pub fn backup_zstd(site: &Site) -> anyhow::Result<Work> {
 }
 
 /// Restore into an empty directory: barman-rs `recover -j cores` vs pgBackRest `restore`
-/// (process-max = cores), of a plain backup and (when barman-rs makes them) of a zstd one.
+/// (process-max = cores), of a plain backup and (when barman-rs makes them) of a zstd one;
+/// real Barman's `recover --jobs cores` of its own zstd backup joins the zstd restore.
 pub fn restore(site: &Site) -> anyhow::Result<Vec<Work>> {
     eprintln!("restore: taking the backups to restore (not timed)");
     site.set_barman_extra(&[])?;
@@ -241,6 +286,12 @@ pub fn restore(site: &Site) -> anyhow::Result<Vec<Work>> {
         Err(e) => Err(format!("zstd backup failed: {e:#}")),
     };
     site.set_barman_extra(&[])?;
+    let barman_py_id = match &site.barman_py {
+        Ok(b) => barman_py_backup(site, b)
+            .map(|(_, id, _)| id)
+            .map_err(|e| format!("its zstd backup failed: {}", barman_py::reason(&e))),
+        Err(why) => Err(why.clone()),
+    };
     let (pgbr_none, pgbr_zst) = if site.pgbr_conf.is_some() {
         let (_, none, _) = pgbr_backup(site, &["--compress-type=none"])?;
         let (_, zst, _) = pgbr_backup(site, &[])?;
@@ -308,6 +359,24 @@ pub fn restore(site: &Site) -> anyhow::Result<Vec<Work>> {
             Box::new(move || pgbr_restore(label)),
         ));
     }
+    let barman_py_ready = match (&site.barman_py, &barman_py_id) {
+        (Ok(b), Ok(id)) => Ok((b, id.as_str())),
+        (Err(why), _) | (_, Err(why)) => Err(why),
+    };
+    push_barman_py(&mut tools, barman_py_ready, |(b, id)| {
+        let jobs = jobs.as_str();
+        Box::new(move || {
+            let dest = site.fresh_dir("restore-dest", false)?;
+            std::fs::remove_dir(&dest)?;
+            let job = b.job(&["recover", "--jobs", jobs, "pg", id, dest.to_str().context("utf-8")?]);
+            site.cache.before_run()?;
+            let s = job.measure(scratch(site))?;
+            let bytes = tree_bytes(&dest);
+            ensure!(dest.join("PG_VERSION").is_file(), "Barman's recover left no PG_VERSION");
+            std::fs::remove_dir_all(&dest)?;
+            Ok((s, Some(bytes)))
+        })
+    });
     let mut rows = alternate("restore-zstd", site.size.reps, tools);
     if let Some(why) = missing {
         let mut row = Row::new("barman-rs", true);
@@ -325,6 +394,9 @@ pub fn restore(site: &Site) -> anyhow::Result<Vec<Work>> {
     site.drop_barman_backup(&plain_id);
     if let Ok(id) = &zstd_id {
         site.drop_barman_backup(id);
+    }
+    if let (Ok(b), Ok(id)) = (&site.barman_py, &barman_py_id) {
+        b.delete_backup(id)?;
     }
     Ok(works)
 }
@@ -356,7 +428,8 @@ fn check_segments(site: &Site, out: &Path, segs: &[String]) -> anyhow::Result<()
 
 /// restore_command cost per segment over many segments, one process per segment as
 /// PostgreSQL calls it: barman-rs `get-wal`, `barman-wal-restore` without and with prefetch
-/// (through a stand-in ssh), pgBackRest `archive-get`. WAL is stored zstd-compressed by both.
+/// (through a stand-in ssh), pgBackRest `archive-get`, real Barman's `get-wal`. WAL is stored
+/// zstd-compressed by all.
 pub fn getwal(site: &Site) -> anyhow::Result<Work> {
     let wal = site.ensure_wal(site.size.wal_segments)?;
     let segs = wal.names.clone();
@@ -410,6 +483,13 @@ pub fn getwal(site: &Site) -> anyhow::Result<Work> {
         })?),
         None => None,
     };
+    let out_py = site.path("getwal-py");
+    let s_py = match (&site.barman_py, &wal.barman_py) {
+        (Ok(b), Ok(())) => Ok(loop_script(site, "getwal-py.sh", &segs, |s| {
+            format!("{} get-wal pg {s} > {}/{s}", b.shell_prefix(), out_py.display())
+        })?),
+        (Err(why), _) | (_, Err(why)) => Err(why),
+    };
 
     let mut tools: Vec<(Row, Runner<'_>)> = vec![
         (
@@ -444,6 +524,13 @@ pub fn getwal(site: &Site) -> anyhow::Result<Work> {
             }),
         ));
     }
+    push_barman_py(&mut tools, s_py.as_ref().map_err(|why| *why), |script: &PathBuf| {
+        let out_py = &out_py;
+        Box::new(move || {
+            site.fresh_dir("getwal-py", false)?;
+            run_script(script, out_py, false)
+        })
+    });
     Ok(Work {
         name: "getwal",
         title: format!("restore_command cost per segment, {} zstd-compressed segments, one call each", segs.len()),
