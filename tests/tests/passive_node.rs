@@ -205,5 +205,36 @@ pg_test!(passive_node_syncs_a_primary_and_recovers_from_its_copy, |major| {
     restored.start_existing()?;
     wait_for("the restored cluster to finish recovery", || Ok(restored.sql("SELECT pg_is_in_recovery()")? == "f"))?;
     ensure!(restored.sql("SELECT count(*) FROM t")? == "350", "every row the primary archived");
+
+    // A WAL file corrupted in the primary's archive (stored plain, one byte of its first
+    // record's CRC flipped) is refused by sync-wals; the one before it is synced.
+    pg.sql("INSERT INTO t SELECT generate_series(351, 400)")?;
+    switch()?;
+    pg.sql("INSERT INTO t SELECT generate_series(401, 450)")?;
+    switch()?;
+    let primary_xlog = xlog_names(&primary.server_dir().join("wals/pg-xlog.db"))?;
+    let [.., good, bad] = primary_xlog.as_slice() else { anyhow::bail!("two new WAL files: {primary_xlog:?}") };
+    ensure!(bad.len() == 24, "a segment: {bad}");
+    let bad_path = primary.server_dir().join("wals").join(&bad[..16]).join(bad);
+    let out = Command::new("gzip").arg("-dc").arg(&bad_path).output()?;
+    ensure!(out.status.success(), "gzip -dc {}", bad_path.display());
+    let mut bytes = out.stdout;
+    // The segment follows an XLOG_SWITCH: its first record starts after the 40-byte long
+    // page header, and bytes 20..24 of a record are its CRC.
+    bytes[40 + 21] ^= 0xFF;
+    std::fs::write(&bad_path, &bytes)?;
+    let r = run(&["sync-info", "--primary", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let r = run(&["sync-wals", "pg"])?;
+    ensure!(r.code == 1, "{r}");
+    ensure!(r.stderr.contains(&format!("WAL synchronisation for server pg failed with: {bad} refused (corrupt)")), "{r}");
+    ensure!(r.stderr.contains("CRC"), "{r}");
+    let synced = xlog_names(&home.path().join("pg/wals/pg-xlog.db"))?;
+    ensure!(synced.last() == Some(good) && !synced.contains(bad), "{synced:?}");
+    ensure!(!home.path().join("pg/wals").join(&bad[..16]).join(bad).exists(), "not left in wals/");
+    let errors: Vec<String> = std::fs::read_dir(home.path().join("pg/errors"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    ensure!(errors.iter().any(|e| e.starts_with(bad.as_str()) && e.ends_with(".corrupt")), "{errors:?}");
     Ok(())
 });

@@ -7,13 +7,15 @@
 //! - [`passive`]: the node's side — fetching that JSON over ssh (`sync-info --primary`, kept
 //!   as `<backup_directory>/primary.info`), copying a backup (`sync-backup`, `SYNCING` while it
 //!   runs) and WAL (`sync-wals`, resuming from `wals/sync-wals.info`) with rsync through the
-//!   same ssh command, deciding what `cron` starts, and the `ssh` check.
+//!   same ssh command, deciding what `cron` starts, and the `ssh` check;
+//! - [`verify`]: what `sync-wals` checks before a copied WAL file is trusted.
 //!
 //! The passive node's catalog is an ordinary catalog afterwards: it is recovered from, listed
 //! and retained as any other.
 
 pub mod info;
 pub mod passive;
+pub mod verify;
 
 pub use info::{sync_status, SyncPoint};
 

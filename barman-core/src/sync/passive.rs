@@ -13,9 +13,12 @@
 //!   `DONE`; any failure leaves it `FAILED` with the reason. The
 //!   `.<server>-<ID>-sync-backup.lock` is held throughout;
 //! - [`sync_wals`] pulls the WAL files listed in primary.info after the last one synced
-//!   (`wals/sync-wals.info`), checks their sizes against the primary's xlog.db lines, fsyncs
-//!   them, then appends those lines to the local xlog.db and records the new resume point,
-//!   under `.<server>-sync-wal.lock`;
+//!   (`wals/sync-wals.info`), checks each in WAL order — its content decompressed and
+//!   validated ([`super::verify`]), then its size against the primary's xlog.db line —,
+//!   fsyncs them, then appends those lines to the local xlog.db and records the new resume
+//!   point, under `.<server>-sync-wal.lock`. The first file refused goes to `errors/` (reason
+//!   `corrupt` or `foreign`, as `archive-wal`), the files before it are synced (the resume
+//!   point is the last of them), those after it are removed unchecked, and the run fails;
 //! - [`cron_plan`] is what `cron` decides for a passive node: which backup to start a
 //!   `sync-backup` for (one per run, the oldest missing), and whether to start `sync-wals`;
 //! - [`ssh_check`] is the `ssh` check of `barman check`.
@@ -25,6 +28,7 @@
 //! when `primary_ssh_command` ends with one (`ssh host env …`); barman-rs puts them right after
 //! the program name.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,7 +42,12 @@ use crate::config::ServerConfig;
 use crate::diagnostics::CheckResult;
 use crate::retention::RetentionStatus;
 use crate::ssh::{remote_shell, Rsync, SshError};
-use crate::storage::durable::{atomic_write, fsync_dir};
+use super::verify::WalVerifier;
+use crate::archive_wal::Refusal;
+use crate::catalog::{ErrorReason, ServerIdentity};
+use crate::compression::WalCompression;
+use crate::storage::durable::{atomic_write, create_dir_all_durable, durable_rename, fsync_dir, DIR_MODE};
+use crate::storage::fs::remove_file_if_exists;
 use crate::storage::{StorageError, StorageOp};
 use crate::wal::WalFileName;
 
@@ -438,34 +447,127 @@ pub fn sync_wals(cfg: &ServerConfig, catalog: &ServerCatalog, notify: &mut dyn F
             path.strip_prefix(local_dir).map(Path::to_path_buf).unwrap_or(path)
         };
         let list: String = wanted.iter().map(|e| format!("{}\n", relative(e).display())).collect();
+        // `--ignore-existing`: an archived WAL file never changes, and the copy here was
+        // checked when it came; a resync from an earlier point must not replace it with the
+        // primary's before that one is checked (were the primary's bad, ours would be lost).
         let args = vec![
             "--protect-args".to_owned(),
             "--fsync".to_owned(),
+            "--ignore-existing".to_owned(),
             "--files-from=-".to_owned(),
             format!(":{remote_dir}/"),
             format!("{}/", local_dir.display()),
         ];
         rsync_for(cfg, false)?.run(&args, Some(&list), bwlimit(cfg))?;
-        // What arrived must be what the primary recorded before it enters xlog.db.
-        let mut dirs = std::collections::BTreeSet::new();
-        for e in &wanted {
-            let path = catalog.wal_path(&e.name);
-            let size = std::fs::metadata(&path).map_err(|err| StorageError::io(StorageOp::Metadata, &path, err))?.len();
-            if size != e.size {
-                return Err(SyncError::Failed(format!("{} has {size} bytes, the primary recorded {}", e.name, e.size)));
+        let system_id = match ServerIdentity::read(&catalog.identity_path())? {
+            Some(identity) => Some(identity.systemid),
+            None => first_backup.systemid,
+        };
+        let compression = WalCompression::from_config(cfg).map_err(|e| SyncError::Failed(e.to_string()))?;
+        let mut verifier = WalVerifier::new(compression, system_id);
+        let mut refused = None;
+        let mut good = Vec::new();
+        for (i, e) in wanted.iter().enumerate() {
+            match verify_copy(&mut verifier, catalog, e)? {
+                Ok(()) => good.push(e.clone()),
+                Err(refusal) => {
+                    refused = Some((i, refusal));
+                    break;
+                }
             }
+        }
+        // The files before a refused one are synced; the ones after it were not checked.
+        let mut dirs = std::collections::BTreeSet::new();
+        for e in &good {
             dirs.insert(catalog.wal_dir(&e.name));
         }
         for dir in dirs.iter().chain(std::iter::once(&local_dir.to_path_buf())) {
             fsync_dir(dir)?;
         }
         let lock = catalog.lock(LockKind::ServerXlogDb)?;
-        xlogdb::append(&catalog.xlogdb_path(), &lock, &wanted)?;
+        let indexed: std::collections::HashSet<WalFileName> =
+            xlogdb::read_if_exists(&catalog.xlogdb_path(), &lock)?.unwrap_or_default().into_iter().map(|e| e.name).collect();
+        xlogdb::append(&catalog.xlogdb_path(), &lock, &good)?;
+        drop(lock);
+        if let Some((i, refusal)) = refused {
+            let bad = &wanted[i];
+            let moved = move_to_errors(catalog, &bad.name, &refusal)?;
+            for e in wanted[i + 1..].iter().filter(|e| !indexed.contains(&e.name)) {
+                remove_file_if_exists(&catalog.wal_path(&e.name))?;
+            }
+            if let Some(last) = good.last() {
+                // No byte offset is known for it: the primary reads its xlog.db from the start.
+                atomic_write(&catalog.wals_directory().join(SYNC_WALS_INFO_FILE), format!("{}\t0", last.name).as_bytes(), 0o644)?;
+            }
+            notify(Notice::Info(format!("{} WAL file(s) synchronised for server {name}", good.len())));
+            return Err(SyncError::Failed(format!(
+                "{} refused ({}), moved to {}: {}",
+                bad.name,
+                refusal_reason(&refusal),
+                moved.display(),
+                refusal_detail(&refusal)
+            )));
+        }
     }
     let last_name = primary.doc["last_name"].as_str().unwrap_or_default();
     let last_position = primary.doc["last_position"].as_u64().unwrap_or(0);
     atomic_write(&catalog.wals_directory().join(SYNC_WALS_INFO_FILE), format!("{last_name}\t{last_position}").as_bytes(), 0o644)?;
     Ok(())
+}
+
+/// Checks one file rsync copied: its content ([`WalVerifier`]), then its size against the
+/// primary's xlog.db line.
+fn verify_copy(verifier: &mut WalVerifier, catalog: &ServerCatalog, e: &XlogDbEntry) -> Result<Result<(), Refusal>, SyncError> {
+    let path = catalog.wal_path(&e.name);
+    if let Err(refusal) = verifier.check(e.name, &path)? {
+        return Ok(Err(refusal));
+    }
+    let size = std::fs::metadata(&path).map_err(|err| StorageError::io(StorageOp::Metadata, &path, err))?.len();
+    if size != e.size {
+        return Ok(Err(Refusal::Corrupt(format!("{} has {size} bytes, the primary recorded {}", e.name, e.size))));
+    }
+    Ok(Ok(()))
+}
+
+fn refusal_reason(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Foreign { .. } => "foreign",
+        Refusal::Corrupt(_) => "corrupt",
+    }
+}
+
+fn refusal_detail(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Foreign { found, expected } => format!("system identifier {found} is not this server's ({expected})"),
+        Refusal::Corrupt(detail) => detail.clone(),
+    }
+}
+
+/// Moves a refused copy to `errors/<name>.<UTC stamp>.<reason>`, as `archive-wal` does with
+/// a file that fails its check; a clash gets `.1`, `.2`… after the name. Returns where.
+fn move_to_errors(catalog: &ServerCatalog, name: &WalFileName, refusal: &Refusal) -> Result<std::path::PathBuf, SyncError> {
+    create_dir_all_durable(catalog.errors_directory(), DIR_MODE)?;
+    let reason = ErrorReason::Other(refusal_reason(refusal).to_owned());
+    let file_name = name.to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let mut target = catalog.error_file_path(OsStr::new(&file_name), now, &reason)?;
+    let mut n = 0u32;
+    while std::fs::symlink_metadata(&target).is_ok() {
+        n += 1;
+        target = catalog.error_file_path(OsStr::new(&format!("{file_name}.{n}")), now, &reason)?;
+    }
+    let src = catalog.wal_path(name);
+    match durable_rename(&src, &target) {
+        Ok(()) => {}
+        Err(StorageError::Rename { source, .. }) if source.kind() == std::io::ErrorKind::CrossesDevices => {
+            let bytes = std::fs::read(&src).map_err(|e| StorageError::io(StorageOp::Read, &src, e))?;
+            atomic_write(&target, &bytes, 0o600)?;
+            remove_file_if_exists(&src)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::warn!(file = %name, reason = %reason, detail = %refusal_detail(refusal), "sync-wals refused a WAL file from the primary");
+    Ok(target)
 }
 
 /// One `wals` entry of sync-info (`WalFileInfo.to_json()`).
