@@ -104,6 +104,9 @@ pg_test!(rsync_backup_under_writes_and_reuse_link, |major| {
     let b1 = site.server_dir().join("base").join(&ids[0]);
     let data = b1.join("data");
     ensure!(data.join("backup_label").exists() && data.join("global/pg_control").exists() && data.join("PG_VERSION").exists());
+    // pg_backup_stop's tablespace map is kept in the backup (recover leaves it out).
+    let map = std::fs::read_to_string(data.join("tablespace_map")).context("data/tablespace_map")?;
+    ensure!(map.starts_with(&format!("{oid} ")), "tablespace_map names the tablespace: {map:?}");
     ensure!(!data.join("postmaster.pid").exists() && !data.join("postmaster.opts").exists());
     for empty in ["pg_wal", "pg_tblspc", "pg_replslot"] {
         ensure!(std::fs::read_dir(data.join(empty))?.next().is_none(), "{empty} is empty");

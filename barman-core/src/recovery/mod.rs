@@ -532,8 +532,12 @@ fn restore_base_local(
     let data = catalog.backup_data_dir(id);
     match archived {
         None => {
+            // Left out as Barman's local copy does: the links (made below, to the new
+            // locations), the manifest (copied apart), and `recovery.conf` / `tablespace_map`,
+            // which PostgreSQL would act on at start-up.
             copy::copy_tree(&data, dest, req.jobs, &|rel| {
-                rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc") || rel == Path::new("backup_manifest")
+                rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc")
+                    || ["backup_manifest", "recovery.conf", "tablespace_map"].iter().any(|f| rel == Path::new(f))
             })?;
         }
         Some(algorithm) => unpack_archives(&data, algorithm, dest, locations, req.jobs)?,

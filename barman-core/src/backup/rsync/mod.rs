@@ -20,15 +20,17 @@
 //!    every `keepalive_interval` seconds: losing it would abort the backup on the server;
 //! 4. `pg_backup_stop()` (`pg_stop_backup(false)`) on the same session, which waits for the WAL
 //!    to be archived when `archive_mode` is on and answers the end position and the
-//!    `backup_label`, written into `data/`; a WAL switch (so `end_wal` is archived now) and a
+//!    `backup_label` (and `tablespace_map`), written into `data/`; a WAL switch (so `end_wal` is archived now) and a
 //!    restore point `barman_<ID>`, as Barman;
 //! 5. every file and directory fsynced; `size` and `deduplicated_size` (files whose link count
 //!    is 1) recorded; status `WAITING_FOR_WALS` until the WAL up to `end_wal` is archived
 //!    (`archiver` or `streaming_archiver`), then `DONE`.
 //!
-//! Like Barman, no `tablespace_map` is written: the backup keeps the tablespaces beside `data/`
-//! and recovery links `pg_tblspc/<oid>` to wherever each one is restored (a map in `data/`
-//! would send PostgreSQL back to the original locations at start-up, undoing `--tablespace`).
+//! The tablespaces are kept beside `data/` and recovery links `pg_tblspc/<oid>` to wherever
+//! each one is restored. `pg_backup_stop`'s `tablespace_map` is also written into `data/`
+//! (Barman drops it), so that the copy in `data/` is what PostgreSQL documents for a
+//! low-level backup and can be restored by hand; `recover` leaves it out, as Barman's does, or
+//! PostgreSQL would point the links back at the original locations, undoing `--tablespace`.
 //!
 //! Any failure leaves the backup `FAILED` with `error=failure <phase> (<reason>)`, files kept.
 
@@ -356,7 +358,7 @@ async fn run(
         &mut sql,
         &format!(
             "SELECT end_row.lsn, (SELECT CASE WHEN pg_is_in_recovery() THEN min_recovery_end_timeline ELSE timeline_id END \
-             FROM pg_control_checkpoint(), pg_control_recovery()), end_row.labelfile, now() FROM {stop_call} AS end_row"
+             FROM pg_control_checkpoint(), pg_control_recovery()), end_row.labelfile, now(), coalesce(end_row.spcmapfile, '') FROM {stop_call} AS end_row"
         ),
     )
     .await?;
@@ -377,6 +379,9 @@ async fn run(
     *phase = "writing backup label";
     let data_dir = req.catalog.backup_data_dir(id);
     atomic_write(&data_dir.join("backup_label"), r[2].as_bytes(), FILE_MODE)?;
+    if !r[4].is_empty() {
+        atomic_write(&data_dir.join("tablespace_map"), r[4].as_bytes(), FILE_MODE)?;
+    }
     if primary {
         sql_one(&mut sql, &format!("SELECT pg_create_restore_point({})::text", sql_literal(&format!("barman_{id}")))).await?;
     }
