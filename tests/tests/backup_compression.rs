@@ -165,6 +165,7 @@ pg_test!(compressed_backup_with_a_tablespace_relocated_on_recover, |major| {
     ensure!(base.join(&oid).is_dir() && std::fs::read_dir(base.join(&oid))?.next().is_none(), "base/<ID>/<oid>/ exists, empty, as Barman leaves it");
     let info = backup_info(&site, &id)?;
     ensure!(info.contains(&format!("tablespaces=[('ts1', {oid}, '{}')]", location.display())), "{info}");
+    check_catalog_commands(&site, &id, &oid, &location, &info)?;
 
     let relocated: PathBuf = std::env::temp_dir().join(format!("barman-ts-{}-{id}", std::process::id()));
     let _cleanup = RemoveOnDrop(relocated.clone());
@@ -190,12 +191,17 @@ pg_test!(server_side_compression_and_refused_settings, |major| {
     let r = site.run(&["backup", "pg"])?;
     ensure!(r.code != 0 && r.stderr.contains("backup_compression_format plain is not compatible with backup_compression_location None"), "{r}");
     ensure!(!site.server_dir().join("base").exists() || std::fs::read_dir(site.server_dir().join("base"))?.next().is_none(), "no backup started");
+    // `check` reports what `backup` refuses, under Barman's `configuration` check.
+    let r = site.run(&["check", "pg"])?;
+    ensure!(r.code != 0 && r.stdout.contains("\tconfiguration: FAILED\n\t\tbackup_compression_format plain is not compatible with backup_compression_location None\n"), "{r}");
 
     pg.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 2000) g")?;
     set_backup_compression(&site, &["backup_compression = lz4", "backup_compression_location = server", "backup_compression_level = 3"])?;
     if major < 15 {
         let r = site.run(&["backup", "pg"])?;
         ensure!(r.code != 0 && r.stderr.contains("backup_compression_location = server requires PostgreSQL 15 or greater"), "{r}");
+        let r = site.run(&["check", "pg"])?;
+        ensure!(r.code != 0 && r.stdout.contains("\t\tbackup_compression_location = server requires PostgreSQL 15 or greater\n"), "{r}");
         return Ok(());
     }
     let id = backup(&site)?;
@@ -215,6 +221,58 @@ pg_test!(server_side_compression_and_refused_settings, |major| {
     ensure!(restored.sql("SELECT count(*) FROM t")? == "2000");
     Ok(())
 });
+
+/// `list-files` and `show-backup` on a zstd tar backup with one tablespace, as Barman prints
+/// them (reference sample 16-list-files-20261125T123345-*, 15-show-backup-zstd-tar): the
+/// data target is the three files of `data/` sorted (the empty `<oid>/` directory is not
+/// listed), every path printed exists, and backup.info's `size` is what they weigh.
+fn check_catalog_commands(site: &BarmanSite, id: &str, oid: &str, location: &Path, info: &str) -> anyhow::Result<()> {
+    let list = |target: &str| -> anyhow::Result<Vec<PathBuf>> {
+        let r = site.run(&["list-files", "--target", target, "pg", id])?;
+        ensure!(r.code == 0 && r.stderr.is_empty(), "list-files --target {target}: {r}");
+        Ok(r.stdout.lines().map(PathBuf::from).collect())
+    };
+    let data_dir = site.server_dir().join(format!("base/{id}/data"));
+    let data = list("data")?;
+    let expected: Vec<PathBuf> =
+        [format!("{oid}.tar.zst"), "backup_manifest".into(), "base.tar.zst".into()].iter().map(|f| data_dir.join(f)).collect();
+    ensure!(data == expected, "list-files --target data: {data:?}");
+    let mut on_disk = 0;
+    for f in &data {
+        on_disk += std::fs::metadata(f)?.len();
+    }
+    ensure!(info.contains(&format!("\nsize={on_disk}\n")), "backup.info size is not the {on_disk} bytes listed: {info}");
+
+    let wal = list("wal")?;
+    let standalone = list("standalone")?;
+    let full = list("full")?;
+    let wals_dir = site.server_dir().join("wals");
+    ensure!(!wal.is_empty() && wal.iter().all(|w| w.starts_with(&wals_dir) && w.is_file()), "list-files --target wal: {wal:?}");
+    ensure!(standalone.len() > data.len() && standalone.starts_with(&data), "standalone: {standalone:?}");
+    ensure!(standalone[data.len()..].iter().all(|w| w.starts_with(&wals_dir) && w.is_file()), "standalone WAL: {standalone:?}");
+    ensure!(full == [data.clone(), wal].concat(), "full is data then wal: {full:?}");
+
+    let r = site.run(&["show-backup", "pg", id])?;
+    ensure!(r.code == 0, "{r}");
+    let size = barman_core::output::pretty_size(on_disk as f64);
+    for want in [
+        format!("Backup {id}:"),
+        "  Status                 : DONE".to_owned(),
+        "  Tablespaces:".to_owned(),
+        format!("    {:<20} : {} (oid: {oid})", "ts1", location.display()),
+        "    Backup Method        : postgres".to_owned(),
+        format!("    Backup Size          : {size} ("),
+        "    Backup Compression   : zstd".to_owned(),
+    ] {
+        ensure!(r.stdout.lines().any(|l| l.starts_with(&want)), "show-backup lacks {want:?}:\n{}", r.stdout);
+    }
+    let r = site.run(&["-f", "json", "show-backup", "pg", id])?;
+    ensure!(r.code == 0, "{r}");
+    let json: serde_json::Value = serde_json::from_str(&r.stdout)?;
+    let base = &json["pg"]["base_backup_information"];
+    ensure!(base["compression"] == "zstd" && base["backup_size_bytes"] == on_disk, "json: {json}");
+    Ok(())
+}
 
 /// Removes a directory the test created outside any temporary directory it owns.
 struct RemoveOnDrop(PathBuf);

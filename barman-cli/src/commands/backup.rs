@@ -170,6 +170,9 @@ fn backup_one(
         .critical_failures()
         .map(|r| match &r.hint {
             Some(h) => format!("{} ({h})", r.name),
+            // `configuration` carries its messages as detail lines (Barman prints them as
+            // errors before refusing a disabled server).
+            None if !r.details.is_empty() => format!("{} ({})", r.name, r.details.join("; ")),
             None => r.name.clone(),
         })
         .collect();

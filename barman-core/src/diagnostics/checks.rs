@@ -22,6 +22,9 @@
 //!   rather than silently doing something else. It is shown only when it fails.
 //! - WAL-specific connections (`wal_conninfo`, `wal_streaming_conninfo`) are reported as
 //!   unsupported options instead of being checked.
+//! - `backup_compression*` settings that `backup` refuses are listed under `configuration`,
+//!   in Barman's words, but do not disable the server as they do in Barman (Barman's
+//!   pg_basebackup-version issues have no counterpart: the client is built in).
 //! - `Primary server is not a standby` fails, with the reason, when `primary_conninfo` cannot
 //!   be reached (Barman passes it and fails only the system ID check).
 
@@ -30,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::catalog_view::CatalogView;
 use super::facts::{self, EnvLookup, LiveFacts};
+use crate::backup::compressed::BackupCompressionSettings;
 use crate::config::{BackupMethod, Compression, GlobalSettings, ServerConfig, Source};
 use crate::output::{human_duration, pretty_size};
 
@@ -394,10 +398,18 @@ pub fn evaluate(cfg: &ServerConfig, live: &LiveFacts, catalog: &CatalogView, ctx
         }
     }
 
-    // check_configuration
-    if !cfg.messages.is_empty() {
+    // check_configuration: Barman's PostgresBackupExecutor validates backup_compression while
+    // the server is set up (adding to the messages this check prints), only when PostgreSQL
+    // answers.
+    let mut messages = cfg.messages.clone();
+    if !passive && cfg.backup_method == BackupMethod::Postgres {
+        if let Some(version) = pg.server_version {
+            messages.extend(compression_issues(cfg, version));
+        }
+    }
+    if !messages.is_empty() {
         let mut c = CheckResult::new("configuration", false, None);
-        c.details = cfg.messages.clone();
+        c.details = messages;
         out.push(c);
     }
     let unsupported = unsupported_options(cfg);
@@ -452,6 +464,16 @@ pub fn evaluate(cfg: &ServerConfig, live: &LiveFacts, catalog: &CatalogView, ctx
         out.push(CheckResult::new("check timeout", false, Some("barman check command timed out".into())));
     }
     out
+}
+
+/// What `backup` would refuse in the `backup_compression*` options against a server of
+/// `server_version` (the same validation, so check and backup cannot disagree).
+fn compression_issues(cfg: &ServerConfig, server_version: u32) -> Vec<String> {
+    match BackupCompressionSettings::from_config(cfg) {
+        Ok(None) => Vec::new(),
+        Ok(Some(settings)) => settings.check_server(server_version).err().map(|e| e.issues).unwrap_or_default(),
+        Err(e) => e.issues,
+    }
 }
 
 fn check_postgres(out: &mut Vec<CheckResult>, cfg: &ServerConfig, live: &LiveFacts, pg: &facts::PostgresFacts) {
@@ -751,6 +773,37 @@ mod tests {
         assert!(got.contains(&"minimum redundancy requirements: FAILED (have 0 non-incremental backups, expected at least 1)".to_owned()));
         assert!(got.contains(&"systemid coherence: OK (no system Id stored on disk)".to_owned()));
         assert!(!got.iter().any(|l| l.starts_with("pg_basebackup")));
+    }
+
+    #[test]
+    fn backup_compression_refused_by_backup_fails_configuration() {
+        let details = |extra: &str, version: u32| {
+            let cfg = server(extra);
+            let mut live = good_facts();
+            live.postgres.as_mut().expect("pg").server_version = Some(version);
+            let results = evaluate(&cfg, &live, &good_catalog(), &ctx());
+            results.iter().find(|r| r.name == "configuration").map(|r| (r.ok, r.details.clone()))
+        };
+        assert_eq!(
+            details("backup_compression = zstd\nbackup_compression_format = plain\n", 150018),
+            Some((false, vec!["backup_compression_format plain is not compatible with backup_compression_location None".to_owned()]))
+        );
+        assert_eq!(
+            details("backup_compression = lz4\nbackup_compression_location = server\n", 140011),
+            Some((false, vec!["backup_compression_location = server requires PostgreSQL 15 or greater".to_owned()]))
+        );
+        assert_eq!(
+            details("backup_compression = gzip\nbackup_compression_workers = 2\n", 150018),
+            Some((false, vec!["backup_compression_workers is not compatible with compression gzip".to_owned()]))
+        );
+        // Settings backup accepts leave the check out, as in Barman.
+        assert_eq!(details("backup_compression = lz4\nbackup_compression_location = server\n", 150018), None);
+        assert_eq!(details("backup_compression = zstd\n", 130000), None);
+        // PostgreSQL down: Barman cannot validate and says nothing.
+        let cfg = server("backup_compression = zstd\nbackup_compression_format = plain\n");
+        let mut live = good_facts();
+        live.postgres = Some(PostgresFacts { connection_error: Some("refused".into()), ..Default::default() });
+        assert!(!evaluate(&cfg, &live, &good_catalog(), &ctx()).iter().any(|r| r.name == "configuration"));
     }
 
     #[test]
