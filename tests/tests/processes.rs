@@ -60,6 +60,11 @@ pg_test!(a_killed_backup_ends_failed, |major| {
         let Ok(entries) = std::fs::read_dir(&meta) else { return Ok(None) };
         for e in entries {
             let path = e?.path();
+            // backup.info itself, not the temporary file it is written through (which a kill
+            // between write and rename leaves behind).
+            if !path.to_string_lossy().ends_with("-backup.info") {
+                continue;
+            }
             if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\nstatus=STARTED\n")) {
                 return Ok(Some(path));
             }
