@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{ensure, Context};
+use barman_core::error_chain;
 use barman_replication::{ConnConfig, Connection, Error, SessionKind, SystemId, TimelineId};
 use barman_tests::{pg_test, AuthMethod, Cluster, ClusterOptions, BARMAN_USER, PASSWORD, STREAMING_USER, SUPERUSER};
 
@@ -34,17 +35,6 @@ async fn connect_err(conninfo: &str, kind: SessionKind) -> anyhow::Result<Error>
     }
 }
 
-/// The error and its causes on one line, as the CLI prints it.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 
 /// IDENTIFY_SYSTEM must agree with `pg_control_system()` and the server's timeline.
 async fn check_identify(pg: &Cluster, conn: &mut Connection) -> anyhow::Result<()> {
@@ -134,13 +124,13 @@ pg_test!(scram_commands_and_slots, |major| {
         // Wrong and missing passwords: clear, naming user and server, never the password.
         let wrong = "not-the-password-42";
         let e = connect_err(&format!("{} password={wrong}", pg.conninfo(STREAMING_USER)), SessionKind::Physical).await?;
-        let msg = chain(&e);
+        let msg = error_chain(&e);
         ensure!(e.sqlstate() == Some("28P01"), "{msg}");
         ensure!(msg.contains(STREAMING_USER) && msg.contains("127.0.0.1") && msg.contains(&pg.port().to_string()), "{msg}");
         ensure!(!msg.contains(wrong) && !format!("{e:?}").contains(wrong), "the password leaked: {msg}");
         let e = connect_err(&pg.conninfo(STREAMING_USER), SessionKind::Physical).await?;
         ensure!(matches!(e, Error::NoPassword { .. }), "{e}");
-        ensure!(chain(&e).contains("no password was supplied") || chain(&e).contains("none was supplied"), "{e}");
+        ensure!(error_chain(&e).contains("no password was supplied") || error_chain(&e).contains("none was supplied"), "{e}");
         Ok(())
     })?;
     Ok(())
@@ -154,7 +144,7 @@ pg_test!(md5_and_trust, |major| {
         check_identify(&pg, &mut repl).await?;
         repl.close().await?;
         let e = connect_err(&format!("{} password=wrong", pg.conninfo(BARMAN_USER)), SessionKind::Normal).await?;
-        ensure!(e.sqlstate() == Some("28P01") && chain(&e).contains(BARMAN_USER), "{}", chain(&e));
+        ensure!(e.sqlstate() == Some("28P01") && error_chain(&e).contains(BARMAN_USER), "{}", error_chain(&e));
         // Trust over the Unix socket, in both session kinds.
         let mut local = connect(&pg.socket_conninfo(SUPERUSER), SessionKind::Physical).await?;
         check_identify(&pg, &mut local).await?;
@@ -173,7 +163,7 @@ pg_test!(cleartext_password, |major| {
         check_identify(&pg, &mut repl).await?;
         repl.close().await?;
         let e = connect_err(&format!("{} password=wrong", pg.conninfo(STREAMING_USER)), SessionKind::Physical).await?;
-        ensure!(e.sqlstate() == Some("28P01"), "{}", chain(&e));
+        ensure!(e.sqlstate() == Some("28P01"), "{}", error_chain(&e));
         Ok(())
     })
 });
@@ -209,17 +199,17 @@ pg_test!(tls_modes, |major| {
 
         // The wrong CA fails the handshake, clearly.
         let e = connect_err(&format!("{base} sslmode=verify-full sslrootcert={}", pg.wrong_ca_cert_path().display()), SessionKind::Physical).await?;
-        let msg = chain(&e);
+        let msg = error_chain(&e);
         ensure!(matches!(e, Error::TlsHandshake { .. }), "{msg}");
         ensure!(msg.contains("TLS handshake") && msg.contains("127.0.0.1") && msg.to_lowercase().contains("certificate"), "{msg}");
 
         // verify-full without any root certificate: refused before connecting.
         let e = connect_err(&format!("{base} sslmode=verify-full sslrootcert=/nonexistent/root.crt"), SessionKind::Physical).await?;
-        ensure!(chain(&e).contains("/nonexistent/root.crt"), "{}", chain(&e));
+        ensure!(error_chain(&e).contains("/nonexistent/root.crt"), "{}", error_chain(&e));
 
         // hostssl only: a plain connection is refused by pg_hba.conf.
         let e = connect_err(&format!("{base} sslmode=disable"), SessionKind::Physical).await?;
-        ensure!(e.sqlstate() == Some("28000") && chain(&e).contains("pg_hba.conf"), "{}", chain(&e));
+        ensure!(e.sqlstate() == Some("28000") && error_chain(&e).contains("pg_hba.conf"), "{}", error_chain(&e));
         Ok(())
     })
 });
@@ -252,11 +242,11 @@ pg_test!(refusals_are_clear, |major| {
     let no_hba = Cluster::start(ClusterOptions::new(major).replication_hba(false))?;
     block_on(async {
         let e = connect_err(&no_senders.conninfo(STREAMING_USER), SessionKind::Physical).await?;
-        let msg = chain(&e);
+        let msg = error_chain(&e);
         ensure!(msg.contains("max_wal_senders") && msg.contains("raise max_wal_senders"), "{msg}");
 
         let e = connect_err(&no_hba.conninfo(STREAMING_USER), SessionKind::Physical).await?;
-        let msg = chain(&e);
+        let msg = error_chain(&e);
         ensure!(e.sqlstate() == Some("28000"), "{msg}");
         ensure!(msg.contains("pg_hba.conf") && msg.contains("host replication"), "{msg}");
         // Ordinary sessions are unaffected.
@@ -266,7 +256,7 @@ pg_test!(refusals_are_clear, |major| {
         let port = no_hba.port();
         drop(no_hba);
         let e = connect_err(&format!("host=127.0.0.1 port={port} user=barman connect_timeout=5"), SessionKind::Physical).await?;
-        ensure!(matches!(e, Error::Connect { .. }) && chain(&e).contains(&port.to_string()), "{}", chain(&e));
+        ensure!(matches!(e, Error::Connect { .. }) && error_chain(&e).contains(&port.to_string()), "{}", error_chain(&e));
         Ok(())
     })
 });

@@ -6,7 +6,6 @@
 //! TLS verification against the right and a wrong CA is tested in `connection::tls_modes`.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,11 +13,14 @@ use std::process::{Command, Stdio};
 use anyhow::{ensure, Context as _};
 use barman_core::catalog::{CatalogLock, LockKind};
 use barman_core::put_wal::ChecksumAlgorithm;
+use barman_core::error_chain;
 use barman_replication::{ConnConfig, Connection, Error, SessionKind};
 use barman_tests::{
     barman_bin, pg_test, wait_for, AuthMethod, BarmanRun, BarmanSite, Cluster, ClusterOptions, PASSWORD,
     STREAMING_USER, SUPERUSER,
 };
+
+use crate::wal_helpers::put_wal;
 
 fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
@@ -191,16 +193,6 @@ fn conf(conninfo: &str) -> anyhow::Result<ConnConfig> {
     Ok(c)
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 
 pg_test!(scram_channel_binding_required, |major| {
     let tls = Cluster::start(ClusterOptions::new(major).auth(AuthMethod::ScramSha256).tls(true))?;
@@ -220,7 +212,7 @@ pg_test!(scram_channel_binding_required, |major| {
         // Without TLS there is nothing to bind to.
         let no_tls = format!("{} password={PASSWORD} sslmode=disable channel_binding=require", plain.conninfo(STREAMING_USER));
         let e = Connection::connect(&conf(&no_tls)?, SessionKind::Physical).await.expect_err("no TLS");
-        let msg = chain(&e);
+        let msg = error_chain(&e);
         ensure!(matches!(e, Error::ChannelBindingRequired { .. }), "{msg}");
         ensure!(msg.contains("channel_binding=require") && msg.contains("not TLS") && msg.contains("127.0.0.1"), "{msg}");
         ensure!(!msg.contains(PASSWORD), "{msg}");
@@ -228,7 +220,7 @@ pg_test!(scram_channel_binding_required, |major| {
         // A server that lets us in without SCRAM (trust over its socket) is refused too.
         let trust = format!("{} channel_binding=require", plain.socket_conninfo(SUPERUSER));
         let e = Connection::connect(&conf(&trust)?, SessionKind::Normal).await.expect_err("trust");
-        ensure!(matches!(e, Error::ChannelBindingRequired { .. }) && chain(&e).contains("without channel binding"), "{}", chain(&e));
+        ensure!(matches!(e, Error::ChannelBindingRequired { .. }) && error_chain(&e).contains("without channel binding"), "{}", error_chain(&e));
 
         // channel_binding=disable still logs in over TLS, without binding.
         let off = ok.replace("channel_binding=require", "channel_binding=disable");
@@ -290,23 +282,6 @@ fn put_wal_stream(name: &str, data: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(b.into_inner()?)
 }
 
-fn put_wal(site: &BarmanSite, stream: &[u8]) -> anyhow::Result<BarmanRun> {
-    let mut child = Command::new(barman_bin()?)
-        .arg("-c")
-        .arg(&site.config)
-        .args(["put-wal", "pg"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(stream)?;
-    let out = child.wait_with_output()?;
-    Ok(BarmanRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
 
 /// Names that point outside the catalog, or into a shell.
 const HOSTILE: &[&str] = &[

@@ -113,7 +113,7 @@ fn open_incoming(site: &BarmanSite) -> anyhow::Result<()> {
 }
 
 /// `barman put-wal pg` fed `stream` on stdin.
-fn put_wal(site: &BarmanSite, stream: &[u8]) -> anyhow::Result<BarmanRun> {
+pub(crate) fn put_wal(site: &BarmanSite, stream: &[u8]) -> anyhow::Result<BarmanRun> {
     let mut child = Command::new(barman_bin()?)
         .arg("-c")
         .arg(&site.config)
