@@ -452,6 +452,8 @@ fn cstr(b: &mut Bytes, what: &str) -> Result<String, BaseBackupError> {
 pub struct BaseBackupReader<'c> {
     conn: &'c mut Connection,
     decoder: BaseBackupDecoder,
+    /// The server's error, held while the rest of its answer is read up to ReadyForQuery.
+    draining: Option<DbError>,
 }
 
 impl Connection {
@@ -464,7 +466,7 @@ impl Connection {
             what,
         })?;
         self.send_query(&cmd).await?;
-        Ok(BaseBackupReader { conn: self, decoder: BaseBackupDecoder::new(major) })
+        Ok(BaseBackupReader { conn: self, decoder: BaseBackupDecoder::new(major), draining: None })
     }
 }
 
@@ -472,8 +474,19 @@ impl BaseBackupReader<'_> {
     /// The next event, or `None` once the server has confirmed the backup. A server error
     /// (e.g. XX001 checksum failures, reported after the complete stream) is returned after
     /// the server is ready again.
+    ///
+    /// Cancel-safe, as [`Connection::next_message`]: a caller may race it against a timer and
+    /// call it again later without losing an event.
     pub async fn next_event(&mut self) -> Result<Option<BaseBackupEvent>, Error> {
         loop {
+            if self.draining.is_some() {
+                // Drain to ReadyForQuery so the connection can be reused.
+                if matches!(self.conn.next_message().await?, BackendMessage::ReadyForQuery(_)) {
+                    let db = self.draining.take().expect("checked above");
+                    return Err(self.conn.server_error(db));
+                }
+                continue;
+            }
             if let Some(e) = self.decoder.next_event() {
                 return Ok(Some(e));
             }
@@ -481,17 +494,18 @@ impl BaseBackupReader<'_> {
                 return Ok(None);
             }
             let msg = self.conn.next_message().await?;
-            if let Err(e) = self.decoder.feed(msg) {
-                return Err(match e {
-                    BaseBackupError::Server(db) => {
-                        // Drain to ReadyForQuery so the connection can be reused.
-                        while !matches!(self.conn.next_message().await?, BackendMessage::ReadyForQuery(_)) {}
-                        self.conn.server_error(*db)
-                    }
-                    other => Error::Unexpected { target: self.conn.target().clone(), what: other.to_string() },
-                });
+            match self.decoder.feed(msg) {
+                Ok(()) => {}
+                Err(BaseBackupError::Server(db)) => self.draining = Some(*db),
+                Err(other) => return Err(Error::Unexpected { target: self.conn.target().clone(), what: other.to_string() }),
             }
         }
+    }
+
+    /// Bytes read from the server so far on this connection ([`Connection::bytes_received`]):
+    /// while [`next_event`](Self::next_event) waits, whether anything at all is arriving.
+    pub fn bytes_received(&self) -> u64 {
+        self.conn.bytes_received()
     }
 }
 

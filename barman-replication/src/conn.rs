@@ -73,6 +73,9 @@ pub struct Connection {
     tls: bool,
     params: HashMap<String, String>,
     backend_pid: i32,
+    /// Bytes read from the socket so far (after TLS): how a caller waiting on a long message
+    /// tells a slow link, where bytes still trickle in, from a dead one.
+    bytes_received: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -189,6 +192,7 @@ impl Connection {
         let mut conn = Connection {
             io,
             rbuf: BytesMut::with_capacity(8192),
+            bytes_received: 0,
             wbuf: BytesMut::with_capacity(1024),
             target: target.clone(),
             kind,
@@ -433,8 +437,17 @@ impl Connection {
         self.io.flush().await.map_err(|source| Error::Io { target: self.target.clone(), source })
     }
 
+    /// How many bytes have been read from the server on this connection, including those of a
+    /// message not yet complete.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
     /// The next message from the server. ParameterStatus updates are recorded and notices
     /// logged, and neither is returned.
+    ///
+    /// Cancel-safe: dropped before it completes (a `select!` timeout), it loses nothing — the
+    /// bytes of a message read so far stay buffered for the next call.
     pub async fn next_message(&mut self) -> Result<BackendMessage, Error> {
         loop {
             match decode_backend(&mut self.rbuf, DEFAULT_MAX_FRAME).map_err(|source| self.protocol(source))? {
@@ -454,6 +467,7 @@ impl Connection {
                     if n == 0 {
                         return Err(Error::Closed { target: self.target.clone() });
                     }
+                    self.bytes_received += n as u64;
                 }
             }
         }

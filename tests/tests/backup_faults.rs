@@ -1,6 +1,8 @@
 //! Backups that go wrong end FAILED, cleanly, and the next backup works: a full disk, a
-//! connection cut in the middle of the copy, the server restarted in the middle of it, and `barman backup` killed (SIGKILL) at seeded
-//! random points during and after the copy.
+//! connection cut in the middle of the copy, a connection frozen in the middle of it (through
+//! the harness's [`Proxy`]), the server restarted in the middle of it, and `barman backup`
+//! killed (SIGKILL) at seeded random points during and after the copy. And a server that is
+//! silent for a good reason (waiting for WAL archiving) is not mistaken for a frozen one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use barman_core::catalog::BackupStatus;
-use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions, RunCommand, ALL_MAJORS};
+use barman_tests::{pg_test, wait_for, BarmanSite, Cluster, ClusterOptions, Proxy, RunCommand, ALL_MAJORS};
 
 use crate::backup::{cut_reason, cut_the_backup_connection, statuses, streaming_site};
 
@@ -106,6 +108,118 @@ pg_test!(a_connection_cut_mid_copy_fails_the_backup, |major| {
     clean_after_failure(&site, &pg)?;
     let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
     ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    Ok(())
+});
+
+/// Sends `user`'s connections of `site` (`barman` for `conninfo`, `streaming_barman` for
+/// `streaming_conninfo`) through `proxy`. Commands started before keep their connections.
+fn route_through(site: &BarmanSite, pg: &Cluster, proxy: &Proxy, user: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&site.config)?;
+    let direct = format!("port={} user={user} ", pg.port());
+    ensure!(text.matches(&direct).count() == 1, "one {direct:?} in {text}");
+    std::fs::write(&site.config, text.replace(&direct, &format!("port={} user={user} ", proxy.port())))?;
+    Ok(())
+}
+
+fn log_text(site: &BarmanSite) -> String {
+    std::fs::read_to_string(site.home.path().join("barman.log")).unwrap_or_default()
+}
+
+/// Waits until `pg` streams a base backup's files, then freezes `proxy`.
+fn freeze_mid_copy(pg: &Cluster, proxy: &Proxy) -> anyhow::Result<()> {
+    wait_for("the backup to stream files", || {
+        Ok(pg.sql(
+            "SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = 'streaming database files' AND backup_streamed > 0",
+        )? == "1")
+    })?;
+    proxy.freeze();
+    Ok(())
+}
+
+// The backup's stream freezes in the middle of the copy (the sockets stay open, nothing
+// arrives): after `keepalive_interval` the server is asked, says its WAL sender is waiting to
+// send, and the copy fails with that reason; the retry, once the network is back, is DONE.
+pg_test!(a_frozen_backup_stream_is_detected_and_the_retry_completes, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let (site, _receiver) = streaming_site(
+        &pg,
+        &["keepalive_interval = 1", "basebackup_retry_times = 1", "basebackup_retry_sleep = 3", "bandwidth_limit = 10240"],
+    )?;
+    // Only the backup's replication session goes through the proxy: receive-wal, already
+    // running, and the `conninfo` session the server is asked on stay direct.
+    let proxy = Proxy::start(&pg)?;
+    route_through(&site, &pg, &proxy, "streaming_barman")?;
+    let r = std::thread::scope(|s| {
+        let network = s.spawn(|| -> anyhow::Result<()> {
+            freeze_mid_copy(&pg, &proxy)?;
+            wait_for("barman-rs to give up on the frozen copy", || Ok(log_text(&site).contains("copy failed")))?;
+            proxy.pass();
+            Ok(())
+        });
+        let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"]);
+        network.join().map_err(|_| anyhow::anyhow!("the network thread panicked"))??;
+        r
+    })?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    ensure!(
+        r.stderr.contains("WARNING: Failure executing a backup using native streaming (attempt 0): nothing received from the server for ")
+            && r.stderr.contains("is waiting to send to barman-rs, so the connection between them is stalled"),
+        "the stall is reported with what the server said: {r}"
+    );
+    ensure!(proxy.accepted() >= 2, "the retry connected again");
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0, "{r}");
+    Ok(())
+});
+
+// The whole server becomes unreachable in the middle of the copy (both sessions go through
+// the frozen proxy): the question on a new connection gets no answer either, and the backup
+// ends FAILED with that reason, the lock free for the next one.
+pg_test!(a_backup_from_a_server_that_stops_answering_fails_clearly, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let (site, _receiver) = streaming_site(&pg, &["keepalive_interval = 1", "bandwidth_limit = 10240"])?;
+    let proxy = Proxy::start(&pg)?;
+    route_through(&site, &pg, &proxy, "streaming_barman")?;
+    route_through(&site, &pg, &proxy, "barman")?;
+    let r = std::thread::scope(|s| {
+        let network = s.spawn(|| freeze_mid_copy(&pg, &proxy));
+        let r = site.run(&["backup", "pg"]);
+        network.join().map_err(|_| anyhow::anyhow!("the network thread panicked"))??;
+        r
+    })?;
+    ensure!(r.code == 1, "{r}");
+    ensure!(
+        r.stderr.contains("ERROR: Backup failed copying files.\nDETAILS: ")
+            && r.stderr.contains("nothing received from the server for ")
+            && r.stderr.contains("the server does not answer a new connection either"),
+        "the reason says the server cannot be reached: {r}"
+    );
+    let backups = statuses(&site)?;
+    ensure!(backups.len() == 1 && backups[0].1 == BackupStatus::Failed, "{backups:?}");
+    let r = site.run(&["show-backup", "pg", &backups[0].0])?;
+    ensure!(r.stdout.contains("does not answer a new connection either"), "backup.info keeps the reason: {r}");
+    proxy.pass();
+    clean_after_failure(&site, &pg)?;
+    Ok(())
+});
+
+// A server silent for longer than `keepalive_interval` because it is busy — here waiting for
+// its archiver (`archive_mode = on` and a slow `archive_command`) before it ends the backup —
+// is asked, says so, and the backup goes on to DONE.
+pg_test!(a_backup_waiting_for_the_servers_archiver_is_not_taken_for_a_stall, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    pg.set_conf("archive_command", "sleep 2")?;
+    pg.set_conf("archive_mode", "on")?;
+    let (site, _receiver) = streaming_site(&pg, &["keepalive_interval = 1"])?;
+    let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
+    let log = log_text(&site);
+    ensure!(
+        log.lines().any(|l| l.contains("no data from the server for 1 s: it is busy: waiting for wal archiving to finish")),
+        "the log says what the server was doing:\n{log}"
+    );
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0, "{r}");
     Ok(())
 });
 

@@ -272,7 +272,20 @@ fn backup_one(
         },
         sleep: Duration::from_secs(args.retry_sleep.unwrap_or(u64::try_from(server.basebackup_retry_sleep).unwrap_or(0))),
     };
-    let options = BackupOptions { compression: compression.as_ref(), hooks: hooks.as_ref(), retry, primary: primary.as_ref() };
+    // Barman's heartbeat interval for rsync backups; for a streaming copy, how long a silence
+    // lasts before barman-rs asks the server whether the stream is stalled.
+    let stall_check = args
+        .keepalive_interval
+        .or_else(|| u64::try_from(server.keepalive_interval).ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
+    let options = BackupOptions {
+        compression: compression.as_ref(),
+        hooks: hooks.as_ref(),
+        retry,
+        primary: primary.as_ref(),
+        stall_check,
+    };
     let backup = async {
         match &rsync {
             Some(r) => take_rsync_backup(r, hooks.as_ref(), &mut on_notice).await,

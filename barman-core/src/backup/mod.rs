@@ -5,6 +5,7 @@
 //! * [`extract`] writes one out as a plain directory tree, durably and safely.
 //! * [`compressed`] writes them as compressed tars (`backup_compression`) and reads those back.
 //! * [`streaming`] takes a whole backup into the catalog (`backup_method = postgres`).
+//! * [`stall`] tells a frozen BASE_BACKUP stream from a server busy saying nothing.
 //! * [`standby`] is what a backup from a standby adds: WAL switches on its primary.
 //! * [`rsync`] takes one with rsync over ssh between `pg_backup_start` and `pg_backup_stop`
 //!   (`backup_method = rsync`), from the server [`facts`] it shares with [`streaming`].
@@ -19,5 +20,6 @@ pub(crate) mod facts;
 pub mod manifest;
 pub mod rsync;
 pub mod standby;
+mod stall;
 pub mod streaming;
 pub mod tar_stream;

@@ -16,7 +16,9 @@
 //!    `pg_basebackup --format=tar` asks for. A copy that fails is retried
 //!    `basebackup_retry_times` times ([`CopyRetry`]): the files copied so far are removed and,
 //!    after `basebackup_retry_sleep` seconds, a new replication session starts a new
-//!    BASE_BACKUP, the status staying `STARTED` — Barman's `_retry_handler` around pg_basebackup;
+//!    BASE_BACKUP, the status staying `STARTED` — Barman's `_retry_handler` around pg_basebackup.
+//!    A stream that stops arriving while the server is not busy with it fails the copy after
+//!    `keepalive_interval` seconds and a confirmation ([`super::stall`]);
 //! 4. record the end (`pg_current_wal_lsn()` right after the copy, as Barman does; a
 //!    standby's last replayed position), the begin fields from `backup_label`, sizes and copy
 //!    statistics;
@@ -46,6 +48,7 @@ use super::compressed::{
 use super::catalog_entry;
 use super::extract::{ExtractError, PlainExtractor};
 use super::facts::{parse_pg_timestamp, read_facts, sql_one, sql_row};
+use super::stall::StallWatch;
 use super::standby::{Primary, PrimaryOptions};
 
 /// The largest `backup_label` read back from a compressed `base.tar*` (PostgreSQL's is a few
@@ -109,6 +112,10 @@ pub struct BackupOptions<'a> {
     pub retry: CopyRetry,
     /// `primary_conninfo`: the server is a standby, and this is its primary.
     pub primary: Option<&'a PrimaryOptions>,
+    /// `keepalive_interval`: after this long without a byte from the server, ask it (on a
+    /// `conninfo` session) whether the stream is stalled or the server busy ([`super::stall`]);
+    /// a stalled copy fails (and is retried as any failed copy). `None` waits forever.
+    pub stall_check: Option<Duration>,
 }
 
 /// Progress worth telling the operator, in Barman's words (the CLI renders them).
@@ -201,6 +208,9 @@ pub enum BackupError {
     /// The server answered something barman-rs cannot use.
     #[error("{0}")]
     Invalid(String),
+    /// The backup stream stopped arriving, and the server is not busy with it ([`super::stall`]).
+    #[error("{0}")]
+    Stalled(String),
     /// The server is not the one this catalog belongs to.
     #[error("the server's system identifier {found} differs from the catalog's {expected} (identity.json)")]
     ForeignSystem {
@@ -361,6 +371,8 @@ async fn run(
         tar_algorithm,
         on_the_wire,
         compression,
+        stall_check: opts.stall_check.filter(|d| !d.is_zero()),
+        conninfo: &req.conninfo,
     };
     let copy_start = Instant::now();
     let mut attempt = 0;
@@ -489,6 +501,10 @@ struct CopyPlan<'a> {
     tar_algorithm: Option<ArchiveCompression>,
     on_the_wire: Option<ArchiveCompression>,
     compression: Option<&'a BackupCompressionSettings>,
+    /// [`BackupOptions::stall_check`] (never zero).
+    stall_check: Option<Duration>,
+    /// Where the stall check asks the server.
+    conninfo: &'a str,
 }
 
 /// What a successful copy learned from the server.
@@ -549,8 +565,21 @@ async fn copy_once(
     let mut switcher = None;
     let mut sink_is_base = false;
     {
+        let pid = repl.backend_pid();
         let mut reader = repl.base_backup(&plan.options).await?;
-        while let Some(event) = reader.next_event().await? {
+        let mut watch = plan.stall_check.map(|every| StallWatch::new(every, plan.conninfo, pid, reader.bytes_received()));
+        loop {
+            let next = match watch.as_mut() {
+                None => reader.next_event().await?,
+                Some(watch) => loop {
+                    watch.arm(reader.bytes_received());
+                    match tokio::time::timeout(watch.wait(), reader.next_event()).await {
+                        Ok(next) => break next?,
+                        Err(_) => watch.look(reader.bytes_received()).await.map_err(BackupError::Stalled)?,
+                    }
+                },
+            };
+            let Some(event) = next else { break };
             match event {
                 BaseBackupEvent::Started { lsn, timeline } => backup_start = Some((lsn, timeline)),
                 BaseBackupEvent::Tablespaces(list) => {
