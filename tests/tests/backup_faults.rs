@@ -172,6 +172,37 @@ pg_test!(a_frozen_backup_stream_is_detected_and_the_retry_completes, |major| {
     Ok(())
 });
 
+// A slow link is not a frozen one: throttled so that one 32 kB message of the stream takes
+// two seconds to arrive, twice `keepalive_interval`, the copy goes on — bytes still arrive —
+// and the backup is DONE without a stall ever suspected.
+pg_test!(a_backup_through_a_slow_link_is_not_taken_for_a_stall, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+    let (site, _receiver) = streaming_site(&pg, &["keepalive_interval = 1", "bandwidth_limit = 10240"])?;
+    let proxy = Proxy::start(&pg)?;
+    route_through(&site, &pg, &proxy, "streaming_barman")?;
+    let r = std::thread::scope(|s| {
+        let network = s.spawn(|| -> anyhow::Result<()> {
+            wait_for("the backup to stream files", || {
+                Ok(pg.sql("SELECT count(*) FROM pg_stat_progress_basebackup WHERE phase = 'streaming database files'")? == "1")
+            })?;
+            proxy.slow(16 * 1024);
+            std::thread::sleep(Duration::from_secs(5));
+            proxy.pass();
+            Ok(())
+        });
+        let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"]);
+        network.join().map_err(|_| anyhow::anyhow!("the network thread panicked"))??;
+        r
+    })?;
+    ensure!(r.code == 0 && r.stdout.contains("Backup completed") && !r.stderr.contains("Failure"), "{r}");
+    let log = log_text(&site);
+    // (The server may still be asked at the end, while it waits for the WAL to be archived.)
+    ensure!(!log.contains("looking again shortly"), "bytes kept arriving, so no stall was suspected:\n{log}");
+    let r = site.run(&["verify-backup", "pg", "latest"])?;
+    ensure!(r.code == 0, "{r}");
+    Ok(())
+});
+
 // The whole server becomes unreachable in the middle of the copy (both sessions go through
 // the frozen proxy): the question on a new connection gets no answer either, and the backup
 // ends FAILED with that reason, the lock free for the next one.
