@@ -17,7 +17,9 @@
 //! (`wal_receiver_timeout`): with [`StreamOptions::receive_timeout`] set, a status update
 //! asking for a reply goes out once half of it has passed without a message from the server
 //! (the WAL sender answers it with a keepalive at once, even on an idle server), and
-//! [`WalReceiver::next_event`] fails with [`Error::ReceiveTimeout`] once all of it has. TCP
+//! [`WalReceiver::next_event`] fails with [`Error::ReceiveTimeout`] once all of it has. Unlike
+//! the walreceiver, [`WalReceiver`] also counts the bytes of a message still arriving: a link
+//! too slow to bring a whole message within the timeout is slow, not dead. TCP
 //! keepalives cannot do this: a peer that is alive but stuck (a frozen proxy, a hung NAT)
 //! still acknowledges them.
 
@@ -269,6 +271,8 @@ pub struct WalReceiver<'c> {
     conn: &'c mut Connection,
     state: WalStream,
     done: bool,
+    /// The connection's byte count when the server was last heard from.
+    bytes_heard: u64,
 }
 
 impl Connection {
@@ -305,7 +309,8 @@ impl Connection {
                 BackendMessage::CopyBothResponse(_) => {
                     let mut state = WalStream::new(start, opts);
                     state.heard(Instant::now());
-                    return Ok(WalReceiver { conn: self, state, done: false })
+                    let bytes_heard = self.bytes_received();
+                    return Ok(WalReceiver { conn: self, state, done: false, bytes_heard })
                 }
                 BackendMessage::ErrorResponse(e) => error = Some(e),
                 BackendMessage::ReadyForQuery(_) => {
@@ -315,7 +320,8 @@ impl Connection {
                 // A historic timeline already ended before `start`: the next-timeline result
                 // set arrives without COPY; report it as an immediately ended stream.
                 BackendMessage::RowDescription(_) => {
-                    let mut r = WalReceiver { conn: self, state: WalStream::new(start, opts), done: true };
+                    let bytes_heard = self.bytes_received();
+                    let mut r = WalReceiver { conn: self, state: WalStream::new(start, opts), done: true, bytes_heard };
                     let end = r.read_end_of_copy().await?;
                     return Err(Error::Unexpected {
                         target: r.conn.target().clone(),
@@ -347,6 +353,13 @@ impl WalReceiver<'_> {
     /// then unusable.
     pub async fn next_event(&mut self) -> Result<StreamEvent, Error> {
         loop {
+            // Part of a message counts: on a link so slow that one 128 kB message takes
+            // longer than the timeout, bytes still arrive, and the link is alive.
+            let bytes = self.conn.bytes_received();
+            if bytes != self.bytes_heard {
+                self.bytes_heard = bytes;
+                self.state.heard(Instant::now());
+            }
             self.check_timeout()?;
             self.send_due_status_bounded().await?;
             let deadline = self.state.poll_timeout();

@@ -163,6 +163,49 @@ pg_test!(receive_wal_gives_up_on_a_frozen_connection_and_resumes, |major| {
     Ok(())
 });
 
+pg_test!(receive_wal_keeps_streaming_through_a_slow_link, |major| {
+    let pg = keeping_cluster(major)?;
+    let proxy = Proxy::start(&pg)?;
+    // The shortest receive timeout there is, 1 s: a slow link mistaken for a dead one would
+    // show here as "timed out" and a reconnection.
+    let site = site_through(&pg, &proxy, &["keepalive_interval = 1"])?;
+    create_slot(&site)?;
+    let first = pg.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
+    let receiver = site.spawn(&["receive-wal", "pg"])?;
+    wait_for("the receiver to stream", || streaming_started(&pg))?;
+    pg.generate_load(1000)?;
+    let connections = proxy.accepted();
+
+    // 64 kB/s each way: one of the WAL sender's largest messages (128 kB) takes 2 s to get
+    // through, twice the timeout. PostgreSQL's walreceiver, which times whole messages, would
+    // give up on this link; receive-wal counts the bytes still arriving.
+    proxy.slow(64 * 1024);
+    pg.generate_load(2000)?; // a few hundred kB of WAL, several seconds through the link
+    let target = pg.sql("SELECT pg_current_wal_lsn()")?;
+    let lagging = pg.sql(&format!(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'barman_receive_wal' AND flush_lsn < '{target}'"
+    ))?;
+    ensure!(lagging == "1", "the link is slow: the receiver has not flushed {target} right after the load");
+    wait_for(&format!("the receiver to flush {target} through the slow link"), || {
+        Ok(pg.sql(&format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'barman_receive_wal' AND flush_lsn >= '{target}'"
+        ))? == "1")
+    })
+    .with_context(|| log_text(&site))?;
+    ensure!(proxy.accepted() == connections, "the same connection all along: no reconnection while slow");
+
+    proxy.pass();
+    let last = pg.sql("SELECT pg_walfile_name(pg_switch_wal())")?;
+    archive_is_complete(&pg, &site, &first, &last)?;
+    ensure!(receiver_pid(&site)? == Some(receiver.pid()), "the same receive-wal process is still running");
+    let log = log_text(&site);
+    ensure!(
+        !log.lines().any(|l| l.contains("timed out") || l.contains("interrupted")),
+        "a slow link is not a dead one: no timeout, no reconnection:\n{log}"
+    );
+    Ok(())
+});
+
 // ------------------------------------------------------------------ full disk
 
 /// A tmpfs mounted over a catalog directory; unmounted on drop, also when the test fails.
