@@ -7,6 +7,7 @@ mod backup_compression;
 mod backup_faults;
 mod basebackup;
 mod catalog_commands;
+mod check_wal_archive;
 mod cli_cycle;
 mod connection;
 mod crash_safety;

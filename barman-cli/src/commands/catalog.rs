@@ -1,6 +1,7 @@
-//! Commands that read the backup catalog: list-backups, show-backup, list-files; and the two
+//! Commands that read the backup catalog: list-backups, show-backup, list-files; the two
 //! that maintain it: rebuild-xlogdb (its WAL index) and check-backup (a backup's status from
-//! the WAL archived so far).
+//! the WAL archived so far); and check-wal-archive (whether the WAL index leaves the archive
+//! usable by a new server).
 //!
 //! The reading commands work on inactive and disabled servers too, as Barman's do
 //! (`skip_inactive=False, skip_disabled=False`): the catalog is there even when the server
@@ -13,6 +14,7 @@ use barman_core::catalog::{BackupId, BackupInfo, BackupStatus, CatalogError, Cat
 use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
 use barman_core::output::catalog as render;
+use barman_core::wal::check_archive_usable;
 use serde_json::Value;
 
 use super::{find_backup, one_server, select, server_catalog};
@@ -28,6 +30,7 @@ pub fn implemented(cmd: &Command) -> bool {
             | Command::ListFiles(_)
             | Command::RebuildXlogdb(_)
             | Command::CheckBackup(_)
+            | Command::CheckWalArchive { .. }
     )
 }
 
@@ -41,6 +44,11 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         Command::CheckBackup(args) => {
             if let Some(cfg) = one_server(config, &args.server_name, out) {
                 check_backup(config, cfg, &args.backup_id, out)?;
+            }
+        }
+        Command::CheckWalArchive { server_name, timeline } => {
+            if let Some(cfg) = default_server(config, server_name, out) {
+                check_wal_archive(config, cfg, *timeline, out)?;
             }
         }
         _ => unreachable!("filtered by implemented()"),
@@ -66,6 +74,20 @@ fn any_server<'a>(config: &'a Config, name: &str, out: &mut Output) -> Option<&'
         out.error(&format!("Unknown server '{name}'"));
     }
     server
+}
+
+/// Barman's `get_server` with its defaults: `all` refused, an inactive server skipped with a
+/// notice (exit 0), then [`one_server`]'s checks.
+fn default_server<'a>(config: &'a Config, name: &str, out: &mut Output) -> Option<&'a ServerConfig> {
+    if name == "all" {
+        out.error("You cannot use 'all' in a single server context");
+        return None;
+    }
+    if config.path_conflicts.is_empty() && config.server(name).is_some_and(|s| !s.active) {
+        out.info(&format!("Skipping inactive server '{name}'"));
+        return None;
+    }
+    one_server(config, name, out)
 }
 
 /// The settings used to tell how archived files are compressed. A configuration the archiver
@@ -218,6 +240,32 @@ fn check_backup(config: &Config, cfg: &ServerConfig, typed: &str, out: &mut Outp
             "Check finished: the status of backup {id} of server {} changed from {before} to {}",
             cfg.name, info.status
         ));
+    }
+    Ok(())
+}
+
+/// Barman's `check_wal_archive`: `Server <name>:`, then whether xlog.db leaves the archive
+/// usable by a new server ([`check_archive_usable`]); a failure is an error (exit 1), logged.
+fn check_wal_archive(config: &Config, cfg: &ServerConfig, timeline: Option<u64>, out: &mut Output) -> anyhow::Result<()> {
+    match out.mode() {
+        Mode::Json => out.result(&cfg.name, Value::Object(serde_json::Map::new())),
+        _ => out.info(&format!("Server {}:", cfg.name)),
+    }
+    // Only xlog.db is needed, not the backups (Barman reads none either).
+    let xlog = BackupCatalog::from_backups(server_catalog(config, cfg), Vec::new()).read_xlogdb(&compression(cfg))?;
+    match check_archive_usable(xlog.iter().map(|e| &e.name), timeline) {
+        Ok(()) => {
+            let passed = format!("WAL archive check for server {} passed", cfg.name);
+            match out.mode() {
+                Mode::Json => out.result(&cfg.name, Value::String(passed)),
+                _ => out.info(&format!(" - {passed}")),
+            }
+        }
+        Err(e) => {
+            let msg = format!("WAL archive check failed for server {}: {e}", cfg.name);
+            tracing::error!("{msg}");
+            out.error(&msg);
+        }
     }
     Ok(())
 }
