@@ -16,9 +16,12 @@
 //! file's own long page header, the file's length. Whichever is used, the validator checks
 //! the header and the length against it.
 
+use std::fmt;
+
 use barman_replication::{Lsn, SystemId};
 
-use crate::wal::{Carry, ExpectedSegment, SegmentValidator, TimelineHistory, WalError, WalFileName, WalSegmentSize};
+use crate::catalog::ErrorReason;
+use crate::wal::{Carry, ExpectedSegment, SegmentReport, SegmentValidator, TimelineHistory, WalError, WalFileName, WalSegmentSize};
 
 /// Offset of `xlp_seg_size` in a segment's first (long) page header.
 const SEG_SIZE_OFFSET: usize = 32;
@@ -41,6 +44,39 @@ pub enum Refusal {
     Corrupt(String),
 }
 
+impl Refusal {
+    /// The reason ending the refused file's name in `errors/`: `foreign` or `corrupt`.
+    pub fn reason(&self) -> ErrorReason {
+        ErrorReason::Other(
+            match self {
+                Refusal::Foreign { .. } => "foreign",
+                Refusal::Corrupt(_) => "corrupt",
+            }
+            .to_owned(),
+        )
+    }
+
+    /// What is wrong with the file, for the operator.
+    pub fn detail(&self) -> String {
+        match self {
+            Refusal::Foreign { found, expected } => format!("system identifier {found} is not this server's ({expected})"),
+            Refusal::Corrupt(detail) => detail.clone(),
+        }
+    }
+}
+
+/// What the WAL validator found, as a refusal: another system identifier is `foreign`, any
+/// other fault `corrupt`. The one mapping for every path into the catalog (`archive-wal`,
+/// `sync-wals`), so that the same fault gets the same `errors/` reason wherever it is found.
+impl From<WalError> for Refusal {
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::ForeignSystem { found, expected, .. } => Refusal::Foreign { found, expected },
+            other => Refusal::Corrupt(other.to_string()),
+        }
+    }
+}
+
 /// What a file that passed turned out to hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {
@@ -50,6 +86,20 @@ pub struct Checked {
     pub tail_problem: Option<String>,
     /// For a segment holding WAL to its end: the state to validate the next one with.
     pub carry: Option<Carry>,
+}
+
+impl Checked {
+    /// The verdict on `name`, a segment (or `.partial` file) its validator finished without
+    /// error: what it holds — unless that is no WAL at all. An all-zero file is refused:
+    /// `report.major` is unknown only when no page header was ever seen (the system
+    /// identifier may come from `identity.json`, so it cannot tell), and zeroes from the
+    /// segment's very start are a file preallocated and never written.
+    pub fn from_segment_report(name: impl fmt::Display, report: &SegmentReport) -> Result<Checked, Refusal> {
+        if report.major.is_none() || report.zero_tail_from == Some(report.start) {
+            return Err(Refusal::Corrupt(format!("{name}: holds no WAL (all zero bytes)")));
+        }
+        Ok(Checked { valid_up_to: Some(report.valid_up_to), tail_problem: None, carry: report.carry() })
+    }
 }
 
 enum State {
@@ -122,7 +172,7 @@ impl ContentCheck {
                     if !data.is_empty() {
                         if let Err(e) = v.feed(data) {
                             if !tolerated(&self.name, &e) {
-                                self.state = State::Failed(refusal(e));
+                                self.state = State::Failed(e.into());
                             }
                         }
                     }
@@ -149,11 +199,11 @@ impl ContentCheck {
                 self.state = State::Validating(Box::new(v));
                 if let Err(e) = result {
                     if !tolerated(&self.name, &e) {
-                        self.state = State::Failed(refusal(e));
+                        self.state = State::Failed(e.into());
                     }
                 }
             }
-            Err(e) => self.state = State::Failed(refusal(e)),
+            Err(e) => self.state = State::Failed(e.into()),
         }
     }
 
@@ -177,12 +227,7 @@ impl ContentCheck {
                 let partial = matches!(self.name, WalFileName::Partial(_));
                 let progress = v.progress();
                 match v.finish() {
-                    // `major` is unknown only when no page header was ever seen; the
-                    // system identifier may come from identity.json, so it cannot tell.
-                    Ok(report) if report.major.is_none() || report.zero_tail_from == Some(report.start) => {
-                        Err(Refusal::Corrupt(format!("{}: holds no WAL (all zero bytes)", self.name)))
-                    }
-                    Ok(report) => Ok(Checked { valid_up_to: Some(report.valid_up_to), tail_problem: None, carry: report.carry() }),
+                    Ok(report) => Checked::from_segment_report(self.name, &report),
                     Err(e) if partial && tolerated(&self.name, &e) => {
                         if progress.records == 0 {
                             Err(Refusal::Corrupt(format!("no valid WAL record: {e}")))
@@ -190,7 +235,7 @@ impl ContentCheck {
                             Ok(Checked { valid_up_to: Some(progress.valid_up_to), tail_problem: Some(e.to_string()), carry: None })
                         }
                     }
-                    Err(e) => Err(refusal(e)),
+                    Err(e) => Err(e.into()),
                 }
             }
         }
@@ -211,9 +256,58 @@ fn tolerated(name: &WalFileName, e: &WalError) -> bool {
         )
 }
 
-fn refusal(e: WalError) -> Refusal {
-    match e {
-        WalError::ForeignSystem { found, expected, .. } => Refusal::Foreign { found, expected },
-        other => Refusal::Corrupt(other.to_string()),
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::wal::WalSegmentName;
+
+    /// 18's capture of segment 0C (1 MiB segments), decompressed.
+    fn capture_0c() -> Vec<u8> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/wal/18/00000001000000000000000C.zst");
+        zstd::decode_all(&std::fs::read(path).expect("capture")[..]).expect("zstd")
+    }
+
+    fn segment_0c() -> WalSegmentName {
+        "00000001000000000000000C".parse().expect("segment")
+    }
+
+    fn report_of(bytes: &[u8]) -> SegmentReport {
+        let mut v = SegmentValidator::new(ExpectedSegment::new(segment_0c(), WalSegmentSize::MIN)).expect("validator");
+        v.feed(bytes).expect("feed");
+        v.finish().expect("finish")
+    }
+
+    #[test]
+    fn another_system_identifier_is_foreign_any_other_fault_corrupt() {
+        let foreign = WalError::ForeignSystem { segment: segment_0c(), found: SystemId(7), expected: SystemId(9) };
+        let refusal = Refusal::from(foreign);
+        assert_eq!(refusal, Refusal::Foreign { found: SystemId(7), expected: SystemId(9) });
+        assert_eq!(refusal.reason(), ErrorReason::Other("foreign".into()));
+        assert_eq!(refusal.detail(), "system identifier 7 is not this server's (9)");
+
+        let misplaced = WalError::BadPageAddress { segment: segment_0c(), lsn: Lsn(0x0C0_0000), found: Lsn(0x0A0_0000) };
+        let message = misplaced.to_string();
+        let refusal = Refusal::from(misplaced);
+        assert_eq!(refusal, Refusal::Corrupt(message.clone()));
+        assert_eq!(refusal.reason(), ErrorReason::Other("corrupt".into()));
+        assert_eq!(refusal.detail(), message);
+    }
+
+    #[test]
+    fn a_segment_report_of_zeroes_is_refused_one_of_wal_is_checked() {
+        let zeroes = report_of(&vec![0u8; 1 << 20]);
+        assert_eq!(
+            Checked::from_segment_report(segment_0c(), &zeroes),
+            Err(Refusal::Corrupt("00000001000000000000000C: holds no WAL (all zero bytes)".into()))
+        );
+
+        let wal = report_of(&capture_0c());
+        let checked = Checked::from_segment_report(segment_0c(), &wal).expect("holds WAL");
+        assert_eq!(checked.valid_up_to, Some(wal.valid_up_to));
+        assert_eq!(checked.tail_problem, None);
+        assert_eq!(checked.carry, wal.carry());
+        assert!(checked.carry.is_some(), "0C's record goes on into 0D");
     }
 }

@@ -631,13 +631,7 @@ impl Run<'_> {
 
     /// Moves a file that failed its check to `errors/`.
     fn refuse(&mut self, src: &Path, file_name: &OsStr, refusal: Refusal) -> Result<FileOutcome, ArchiveError> {
-        let (reason, detail) = match &refusal {
-            Refusal::Foreign { found, expected } => (
-                ErrorReason::Other("foreign".into()),
-                format!("system identifier {found} is not this server's ({expected})"),
-            ),
-            Refusal::Corrupt(d) => (ErrorReason::Other("corrupt".into()), d.clone()),
-        };
+        let (reason, detail) = (refusal.reason(), refusal.detail());
         tracing::warn!(server = %self.settings.server, file = %src.display(), %reason, %detail, "refusing WAL");
         self.emit(ArchiveEvent::Refused { name: lossy(file_name), reason: reason.clone(), detail: detail.clone() });
         let moved = self.move_to_errors(src, file_name, reason, Some(detail))?;
@@ -659,7 +653,7 @@ impl Run<'_> {
         let Some(size) = leading.segment_size() else { return Ok(None) };
         match previous {
             Some((before, carry)) if before.timeline() == name.timeline() && before.next(size) == Some(name) => {
-                leading.resume(name, carry).map_err(|e| Refusal::Corrupt(e.to_string()))
+                leading.resume(name, carry).map_err(Refusal::from)
             }
             _ => Ok(None),
         }

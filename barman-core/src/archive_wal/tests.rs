@@ -648,6 +648,25 @@ fn a_continuation_is_not_checked_across_a_gap_or_a_refused_segment() {
     assert!(errors.len() == 1 && is_error_file(&errors[0], &second, "corrupt"), "{errors:?}");
 }
 
+#[test]
+fn a_continuation_from_another_system_is_refused_as_foreign() {
+    // Without identity.json each segment alone accepts any system identifier; the second,
+    // continuing the first's record, must still carry the first's (as `sync-wals` finds).
+    let major = 18;
+    let site = Site::new(major);
+    std::fs::remove_file(site.catalog.identity_path()).expect("rm identity");
+    site.incoming(1);
+    let second = site.name(2);
+    let mut other = capture(major, &second);
+    other[24] ^= 0x01;
+    site.put_bytes(site.catalog.incoming_directory(), &second, &other);
+    let (report, lines) = site.archive();
+    assert_eq!(report.archived().count(), 1);
+    assert!(lines.iter().any(|l| l.starts_with(&format!("\tError: {second} is not valid WAL (foreign: system identifier"))), "{lines:?}");
+    let errors = site.errors();
+    assert!(errors.len() == 1 && is_error_file(&errors[0], &second, "foreign"), "{errors:?}");
+}
+
 mod waiting_for_wals {
     use super::*;
     use crate::catalog::{BackupId, BackupInfo, BackupStatus};

@@ -44,7 +44,7 @@ use crate::retention::RetentionStatus;
 use crate::ssh::{remote_shell, Rsync, SshError};
 use super::verify::WalVerifier;
 use crate::archive_wal::Refusal;
-use crate::catalog::{ErrorReason, ServerIdentity};
+use crate::catalog::ServerIdentity;
 use crate::compression::WalCompression;
 use crate::storage::durable::{atomic_write, create_dir_all_durable, durable_rename, fsync_dir, DIR_MODE};
 use crate::storage::fs::remove_file_if_exists;
@@ -492,8 +492,15 @@ pub fn sync_wals(cfg: &ServerConfig, catalog: &ServerCatalog, notify: &mut dyn F
         if let Some((i, refusal)) = refused {
             let bad = &wanted[i];
             let moved = move_to_errors(catalog, &bad.name, &refusal)?;
+            // Removed for good before the run reports: a file coming back after a crash would
+            // lie in wals/ unchecked, and `rebuild-xlogdb` would index it.
+            let mut emptied = std::collections::BTreeSet::new();
             for e in wanted[i + 1..].iter().filter(|e| !indexed.contains(&e.name)) {
                 remove_file_if_exists(&catalog.wal_path(&e.name))?;
+                emptied.insert(catalog.wal_dir(&e.name));
+            }
+            for dir in &emptied {
+                fsync_dir(dir)?;
             }
             if let Some(last) = good.last() {
                 // No byte offset is known for it: the primary reads its xlog.db from the start.
@@ -503,9 +510,9 @@ pub fn sync_wals(cfg: &ServerConfig, catalog: &ServerCatalog, notify: &mut dyn F
             return Err(SyncError::Failed(format!(
                 "{} refused ({}), moved to {}: {}",
                 bad.name,
-                refusal_reason(&refusal),
+                refusal.reason(),
                 moved.display(),
-                refusal_detail(&refusal)
+                refusal.detail()
             )));
         }
     }
@@ -529,25 +536,11 @@ fn verify_copy(verifier: &mut WalVerifier, catalog: &ServerCatalog, e: &XlogDbEn
     Ok(Ok(()))
 }
 
-fn refusal_reason(refusal: &Refusal) -> &'static str {
-    match refusal {
-        Refusal::Foreign { .. } => "foreign",
-        Refusal::Corrupt(_) => "corrupt",
-    }
-}
-
-fn refusal_detail(refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::Foreign { found, expected } => format!("system identifier {found} is not this server's ({expected})"),
-        Refusal::Corrupt(detail) => detail.clone(),
-    }
-}
-
 /// Moves a refused copy to `errors/<name>.<UTC stamp>.<reason>`, as `archive-wal` does with
 /// a file that fails its check; a clash gets `.1`, `.2`… after the name. Returns where.
 fn move_to_errors(catalog: &ServerCatalog, name: &WalFileName, refusal: &Refusal) -> Result<std::path::PathBuf, SyncError> {
     create_dir_all_durable(catalog.errors_directory(), DIR_MODE)?;
-    let reason = ErrorReason::Other(refusal_reason(refusal).to_owned());
+    let reason = refusal.reason();
     let file_name = name.to_string();
     let now = time::OffsetDateTime::now_utc();
     let mut target = catalog.error_file_path(OsStr::new(&file_name), now, &reason)?;
@@ -563,10 +556,11 @@ fn move_to_errors(catalog: &ServerCatalog, name: &WalFileName, refusal: &Refusal
             let bytes = std::fs::read(&src).map_err(|e| StorageError::io(StorageOp::Read, &src, e))?;
             atomic_write(&target, &bytes, 0o600)?;
             remove_file_if_exists(&src)?;
+            fsync_dir(&catalog.wal_dir(name))?;
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::warn!(file = %name, reason = %reason, detail = %refusal_detail(refusal), "sync-wals refused a WAL file from the primary");
+    tracing::warn!(file = %name, reason = %reason, detail = %refusal.detail(), "sync-wals refused a WAL file from the primary");
     Ok(target)
 }
 

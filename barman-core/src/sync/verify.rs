@@ -18,7 +18,7 @@ use super::SyncError;
 use crate::archive_wal::{Checked, ContentCheck, Refusal};
 use crate::compression::WalCompression;
 use crate::storage::{StorageError, StorageOp};
-use crate::wal::{Carry, ExpectedSegment, SegmentValidator, WalError, WalFileName, WalSegmentName, WalSegmentSize};
+use crate::wal::{Carry, ExpectedSegment, SegmentValidator, WalFileName, WalSegmentName, WalSegmentSize};
 
 /// Offset of `xlp_seg_size` in a segment's first (long) page header.
 const SEG_SIZE_OFFSET: usize = 32;
@@ -99,13 +99,9 @@ impl WalVerifier {
         if let Some(id) = self.system_id {
             expected = expected.with_system_id(id);
         }
-        let mut validator = SegmentValidator::new(expected).map_err(refusal)?;
-        validator.feed(plain).map_err(refusal)?;
-        let report = validator.finish().map_err(refusal)?;
-        if report.major.is_none() || report.zero_tail_from == Some(report.start) {
-            return Err(Refusal::Corrupt(format!("{segment}: holds no WAL (all zero bytes)")));
-        }
-        Ok(Checked { valid_up_to: Some(report.valid_up_to), tail_problem: None, carry: report.carry() })
+        let mut validator = SegmentValidator::new(expected)?;
+        validator.feed(plain)?;
+        Checked::from_segment_report(segment, &validator.finish()?)
     }
 }
 
@@ -113,13 +109,6 @@ impl WalVerifier {
 fn segment_size(plain: &[u8]) -> Option<WalSegmentSize> {
     let bytes = plain.get(SEG_SIZE_OFFSET..SEG_SIZE_OFFSET + 4)?;
     WalSegmentSize::new(u64::from(u32::from_le_bytes(bytes.try_into().ok()?))).ok()
-}
-
-fn refusal(e: WalError) -> Refusal {
-    match e {
-        WalError::ForeignSystem { found, expected, .. } => Refusal::Foreign { found, expected },
-        other => Refusal::Corrupt(other.to_string()),
-    }
 }
 
 #[cfg(test)]
@@ -170,6 +159,19 @@ mod tests {
         assert!(matches!(&refused, Err(Refusal::Corrupt(why)) if why.contains("CRC")), "{refused:?}");
         // Alone, 0E cannot tell: the record's start is not known.
         assert!(WalVerifier::new(WalCompression::none(), None).check(E.parse().unwrap(), &capture(E)).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_continuation_from_another_system_is_refused_as_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = plain(D);
+        other[24] ^= 0x01; // xlp_sysid
+        let path = dir.path().join(D);
+        std::fs::write(&path, &other).unwrap();
+        let mut v = WalVerifier::new(WalCompression::none(), None);
+        assert!(v.check(C.parse().unwrap(), &capture(C)).unwrap().is_ok());
+        let refused = v.check(D.parse().unwrap(), &path).unwrap();
+        assert!(matches!(refused, Err(Refusal::Foreign { .. })), "{refused:?}");
     }
 
     #[test]
