@@ -130,7 +130,9 @@ impl StallWatch {
                 Err(format!("nothing received from the server for {} s: {why}", silent.as_secs().max(1)))
             }
             Verdict::Stalled(why) => {
-                tracing::warn!(pid = self.pid, "no data from the server for {} s: {why}; looking again shortly", silent.as_secs());
+                // Not yet a problem: bytes the server sent while it was being asked are read
+                // before the second look.
+                tracing::info!(pid = self.pid, "no data from the server for {} s: {why}; looking again to be sure", silent.as_secs());
                 self.suspect = true;
                 Ok(())
             }
