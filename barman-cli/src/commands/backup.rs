@@ -219,10 +219,7 @@ fn backup_one(
     // Barman prints the copy's jobs, and the deduplication with `reuse_backup = link`.
     let rsync_jobs = rsync.as_ref().map(|r| r.jobs);
     let deduplication_line = rsync.as_ref().is_some_and(|r| r.reuse == ReuseBackup::Link);
-    let primary = server.primary_conninfo.clone().map(|conninfo| PrimaryOptions {
-        conninfo,
-        checkpoint_timeout: Duration::from_secs(u64::try_from(server.primary_checkpoint_timeout).unwrap_or(0)),
-    });
+    let primary = PrimaryOptions::from_config(server);
 
     let started_wall = local_now();
     let started = Instant::now();

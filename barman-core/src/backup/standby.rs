@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use barman_replication::{ConnConfig, Connection, SessionKind, SystemId};
 
+use super::streaming::BackupNotice;
+
 /// Barman's warning when `primary_conninfo` is set and `conninfo` is not a standby (a
 /// promoted standby, say): the backup goes on as a primary's.
 pub const PRIMARY_CONNINFO_IGNORED: &str =
@@ -60,6 +62,41 @@ pub struct PrimaryOptions {
     /// `primary_checkpoint_timeout`: after the 10 WAL switches, how long to wait before
     /// forcing a checkpoint on the primary (zero: never).
     pub checkpoint_timeout: Duration,
+}
+
+impl PrimaryOptions {
+    /// `server`'s `primary_conninfo` and `primary_checkpoint_timeout`, if it has the former.
+    pub fn from_config(server: &crate::config::ServerConfig) -> Option<PrimaryOptions> {
+        server.primary_conninfo.clone().map(|conninfo| PrimaryOptions {
+            conninfo,
+            checkpoint_timeout: Duration::from_secs(u64::try_from(server.primary_checkpoint_timeout).unwrap_or(0)),
+        })
+    }
+}
+
+/// The primary a backup of `server` switches WAL on, as Barman decides it: when the server is
+/// a standby (`in_recovery`) and `primary_conninfo` names its primary, that primary (checked to
+/// be a primary of the standby's `system`); otherwise none, with a warning when
+/// `primary_conninfo` is missing on a standby or set on a primary.
+pub(crate) async fn primary_for_backup(
+    server: &str,
+    in_recovery: bool,
+    opts: Option<&PrimaryOptions>,
+    system: SystemId,
+    notify: &mut (dyn FnMut(BackupNotice) + Send),
+) -> Result<Option<Primary>, PrimaryError> {
+    match (in_recovery, opts) {
+        (true, Some(p)) => Ok(Some(Primary::connect(p, system).await?)),
+        (true, None) => {
+            notify(BackupNotice::Warning(no_primary_warning(server)));
+            Ok(None)
+        }
+        (false, Some(_)) => {
+            notify(BackupNotice::Warning(PRIMARY_CONNINFO_IGNORED.into()));
+            Ok(None)
+        }
+        (false, None) => Ok(None),
+    }
 }
 
 /// The primary of a standby could not be used.

@@ -49,7 +49,7 @@ use super::catalog_entry;
 use super::extract::{ExtractError, PlainExtractor};
 use super::facts::{parse_pg_timestamp, read_facts, sql_one, sql_row};
 use super::stall::StallWatch;
-use super::standby::{Primary, PrimaryOptions};
+use super::standby::{primary_for_backup, Primary, PrimaryOptions};
 
 /// The largest `backup_label` read back from a compressed `base.tar*` (PostgreSQL's is a few
 /// hundred bytes).
@@ -321,18 +321,7 @@ async fn run(
 
     // A standby cannot switch WAL: its primary, when `primary_conninfo` names it, does
     // (Barman's `StandbyPostgreSQLConnection`).
-    let mut primary = match (in_recovery, opts.primary) {
-        (true, Some(p)) => Some(Primary::connect(p, sys.system_id).await?),
-        (true, None) => {
-            notify(BackupNotice::Warning(super::standby::no_primary_warning(&req.server)));
-            None
-        }
-        (false, Some(_)) => {
-            notify(BackupNotice::Warning(super::standby::PRIMARY_CONNINFO_IGNORED.into()));
-            None
-        }
-        (false, None) => None,
-    };
+    let mut primary = primary_for_backup(&req.server, in_recovery, opts.primary, sys.system_id, notify).await?;
     if let Some(p) = primary.as_mut() {
         if req.immediate_checkpoint {
             p.checkpoint_and_wait_for_replay(&mut sql).await;

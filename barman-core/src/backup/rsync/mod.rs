@@ -32,6 +32,14 @@
 //! low-level backup and can be restored by hand; `recover` leaves it out, as Barman's does, or
 //! PostgreSQL would point the links back at the original locations, undoing `--tablespace`.
 //!
+//! A standby is backed up the same way, as Barman's `StandbyPostgreSQLConnection` does it
+//! ([`super::standby`]): with `primary_conninfo`, the WAL switches happen on the primary — in
+//! the background while the standby stops the backup (where, with `archive_mode = always`, it
+//! waits for its WAL to be archived, which only a switch on the primary brings), then once
+//! after — and no restore point is written (a standby cannot). Without `primary_conninfo` the
+//! backup is taken anyway, as Barman takes it, with a warning that its last WAL file waits for
+//! the primary's next switch.
+//!
 //! Any failure leaves the backup `FAILED` with `error=failure <phase> (<reason>)`, files kept.
 
 mod copy;
@@ -47,6 +55,7 @@ use barman_replication::{Connection, Lsn, SessionKind, TimelineId};
 use self::copy::{CopyPlan, DirItem, FileItem};
 use super::catalog_entry;
 use super::facts::{parse_pg_timestamp, read_facts, sql_literal, sql_one, sql_row, ServerFacts};
+use super::standby::{primary_for_backup, Primary, PrimaryOptions};
 use super::streaming::{BackupError, BackupNotice};
 use crate::catalog::{BackupId, BackupInfo, BackupStatus, ServerCatalog};
 use crate::config::{ReuseBackup, ServerConfig};
@@ -121,6 +130,9 @@ pub struct RsyncBackupRequest {
     pub external_configuration: bool,
     /// `backup_options` names no strategy: concurrent is used, and Barman warns.
     pub strategy_defaulted: bool,
+    /// `primary_conninfo` (and `primary_checkpoint_timeout`): where the WAL switches happen
+    /// when `conninfo` is a standby.
+    pub primary: Option<PrimaryOptions>,
 }
 
 /// What `barman backup` can override.
@@ -210,6 +222,7 @@ impl RsyncBackupRequest {
                 .map(Duration::from_secs),
             external_configuration: server.backup_options.external_configuration,
             strategy_defaulted: !server.backup_options.concurrent_backup,
+            primary: PrimaryOptions::from_config(server),
         })
     }
 }
@@ -279,6 +292,14 @@ async fn run(
     catalog_entry::check_identity(&req.catalog, systemid, facts.version)?;
     catalog_entry::record_facts(info, &facts, systemid);
     info.write(&req.catalog)?;
+
+    // A standby cannot switch WAL: its primary, when `primary_conninfo` names it, does
+    // (Barman's `StandbyPostgreSQLConnection`).
+    let in_recovery = sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "t";
+    let mut primary = primary_for_backup(&req.server, in_recovery, req.primary.as_ref(), systemid, notify).await?;
+    if let (Some(p), true) = (primary.as_mut(), req.immediate_checkpoint) {
+        p.checkpoint_and_wait_for_replay(&mut sql).await;
+    }
 
     // Start: the session must stay open until the stop.
     let v15 = facts.version >= 150000;
@@ -354,6 +375,10 @@ async fn run(
         sql.simple_query("RESET idle_session_timeout").await?;
     }
     let stop_call = if v15 { "pg_backup_stop()" } else { "pg_stop_backup(false)" };
+    // A standby with `archive_mode = always` waits in the stop until the WAL file holding the
+    // end is archived, which only a WAL switch on the primary completes (Barman's
+    // `StandbyPostgreSQLConnection._stop_backup`). The switching stops with the stop.
+    let switcher = primary.as_ref().map(Primary::spawn_switcher);
     let r = sql_row(
         &mut sql,
         &format!(
@@ -362,6 +387,7 @@ async fn run(
         ),
     )
     .await?;
+    drop(switcher);
     let end_xlog: Lsn = r[0].parse().map_err(|e| BackupError::Invalid(format!("{stop_call} answered {:?}: {e}", r[0])))?;
     let end_tli = TimelineId(r[1].parse().map_err(|_| BackupError::Invalid(format!("timeline {:?}", r[1])))?);
     let end_wal = WalSegmentName::from_lsn(end_tli, end_xlog, seg).map_err(|e| BackupError::Invalid(e.to_string()))?;
@@ -370,11 +396,15 @@ async fn run(
     info.end_xlog = Some(end_xlog);
     info.end_wal = Some(end_wal);
     info.end_offset = Some(end_xlog.0 % seg.bytes());
-    // As Barman: close the segment holding the end so it is archived now, then a restore point
-    // named after the backup (neither is possible on a standby).
-    let primary = sql_one(&mut sql, "SELECT pg_is_in_recovery()").await? == "f";
-    if primary {
-        sql_one(&mut sql, "SELECT pg_switch_wal()::text").await?;
+    // As Barman: close the segment holding the end so it is archived now — on the primary for
+    // a standby's backup, not at all without `primary_conninfo` — then a restore point named
+    // after the backup (not on a standby, which cannot write one).
+    match primary.as_mut() {
+        Some(p) => p.switch_wal().await,
+        None if !in_recovery => {
+            sql_one(&mut sql, "SELECT pg_switch_wal()::text").await?;
+        }
+        None => {}
     }
     *phase = "writing backup label";
     let data_dir = req.catalog.backup_data_dir(id);
@@ -382,10 +412,13 @@ async fn run(
     if !r[4].is_empty() {
         atomic_write(&data_dir.join("tablespace_map"), r[4].as_bytes(), FILE_MODE)?;
     }
-    if primary {
+    if !in_recovery {
         sql_one(&mut sql, &format!("SELECT pg_create_restore_point({})::text", sql_literal(&format!("barman_{id}")))).await?;
     }
     sql.close().await?;
+    if let Some(p) = primary {
+        p.close().await;
+    }
 
     *phase = "calculating backup size";
     let backup_dir = req.catalog.backup_dir(id);
