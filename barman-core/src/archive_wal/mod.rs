@@ -35,9 +35,10 @@
 //!    begun in the previous segment are skipped there; it keeps them (`LeadingBytes`), and
 //!    when the segment committed just before it in the batch is the directly preceding one on
 //!    the same timeline, they are checked here against that segment's carry (the record's CRC
-//!    across both); a failure refuses the segment as `corrupt`. A record spanning three or
-//!    more segments is thus checked as a whole, and a bad byte anywhere in it refuses the
-//!    segment where it ends.
+//!    across both); a failure refuses the segment as `corrupt`. For the first segment of a
+//!    batch, the preceding segment is read back from the archive for its carry, when it is
+//!    there. A record spanning three or more segments is thus checked as a whole, and a bad
+//!    byte anywhere in it refuses the segment where it ends.
 //! 4. Under the xlog.db lock: the temporary file is fsynced and renamed into place and the
 //!    directory fsynced; only then is the xlog.db line appended (and fsynced).
 //! 5. The source is removed and its directory fsynced. A crash anywhere leaves the source in
@@ -67,7 +68,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use barman_replication::Lsn;
+use barman_replication::{Lsn, SystemId};
 
 use crate::catalog::{self, CatalogError, ErrorReason, LockKind, ServerCatalog, ServerIdentity, XlogDbEntry};
 use crate::compression::{Compression, CompressionError, WalCompression};
@@ -412,7 +413,7 @@ pub fn archive_wal(
     };
     let system_id = ServerIdentity::read(&catalog.identity_path())?.map(|i| i.systemid);
     let stager = Stager { catalog, settings, system_id, mkdir: std::sync::Mutex::new(()) };
-    let mut run = Run { catalog, settings, indexed: None, previous: None, on_event };
+    let mut run = Run { catalog, settings, system_id, indexed: None, previous: None, on_event };
     let mut report = ArchiveReport::default();
     if settings.streaming_archiver {
         report.passes.push(run.pass(&stager, WalSource::Streaming)?);
@@ -423,9 +424,15 @@ pub fn archive_wal(
     Ok(report)
 }
 
+/// How many archived segments, at most, are read back to check the first segment of a batch
+/// ([`Run::archived_carry`]): records crossing more than that are checked from where it starts.
+const ARCHIVED_CHAIN: usize = 4;
+
 struct Run<'a> {
     catalog: &'a ServerCatalog,
     settings: &'a ArchiverSettings,
+    /// The server's, from identity.json, if known.
+    system_id: Option<SystemId>,
     /// Names in xlog.db, loaded the first time a duplicate needs them.
     indexed: Option<std::collections::HashSet<WalFileName>>,
     /// The segment just archived in this batch and its carry, if it holds WAL to its end: the
@@ -598,6 +605,8 @@ impl Run<'_> {
             Staged::Refused(refusal) => return self.refuse(src, file_name, refusal),
         };
         if let (WalFileName::Segment(name), Some(leading)) = (wal, &leading) {
+            // The first segment of a batch continues one archived by an earlier run.
+            let previous = previous.or_else(|| self.archived_carry(name, leading));
             match Self::continues(previous, name, leading) {
                 Err(refusal) => {
                     // Dropping the staged file removes it.
@@ -656,6 +665,61 @@ impl Run<'_> {
                 leading.resume(name, carry).map_err(Refusal::from)
             }
             _ => Ok(None),
+        }
+    }
+
+    /// The carry of the segment before `name`, read back from the archive: so that the bytes
+    /// at the start of the first segment of a batch (one archived alone, as `archive_command`
+    /// delivers them) that finish a record begun there are checked too. The archived segment
+    /// is decompressed and validated again, and so are the ones before it while a record
+    /// crosses them from end to end ([`ARCHIVED_CHAIN`] at most). If one is missing (a
+    /// timeline's first segment, a gap) or cannot be read, the bytes stay unchecked, as
+    /// before, and why is logged at debug level: the segment being archived is not to blame.
+    fn archived_carry(&self, name: WalSegmentName, leading: &LeadingBytes) -> Option<(WalSegmentName, Carry)> {
+        let size = leading.segment_size()?;
+        let before = name.prev(size).filter(|b| b.timeline() == name.timeline())?;
+        match self.carry_of_archived(before, size, ARCHIVED_CHAIN) {
+            Ok(carry) => carry.map(|c| (before, c)),
+            Err(why) => {
+                tracing::debug!(segment = %before, %why, "cannot read the archived segment back to check where {name} continues it");
+                None
+            }
+        }
+    }
+
+    /// The carry at the end of the archived segment `name`, chained from the `depth` segments
+    /// before it when its own is blind. `Ok(None)`: not archived.
+    fn carry_of_archived(&self, name: WalSegmentName, size: WalSegmentSize, depth: usize) -> Result<Option<Carry>, String> {
+        let path = self.catalog.wal_path(&WalFileName::Segment(name));
+        let compression = &self.settings.compression;
+        let head = match read_prefix(&path, compression.magic_len()) {
+            Ok(h) => h,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut reader = compression
+            .decoder(compression.identify_archived(&head), SourceReader::open(&path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let mut check = ContentCheck::new(WalFileName::Segment(name), self.system_id, Some(size), Some(size.bytes()));
+        let mut leading = LeadingBytes::default();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match reader.read(&mut buf).map_err(|e| e.to_string())? {
+                0 => break,
+                n => {
+                    check.feed(&buf[..n]);
+                    leading.feed(&buf[..n]);
+                }
+            }
+        }
+        let own = check.finish().map_err(|r| r.detail())?.carry;
+        let Some(before) = name.prev(size).filter(|b| b.timeline() == name.timeline() && depth > 0) else { return Ok(own) };
+        if !own.as_ref().is_some_and(Carry::is_blind) {
+            return Ok(own);
+        }
+        match self.carry_of_archived(before, size, depth - 1)? {
+            Some(previous) => Ok(leading.resume(name, previous).map_err(|e| e.to_string())?.or(own)),
+            None => Ok(own),
         }
     }
 

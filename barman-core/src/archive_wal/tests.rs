@@ -624,6 +624,41 @@ fn a_corrupted_continuation_is_caught_when_the_segment_before_is_in_the_batch() 
 }
 
 #[test]
+fn a_corrupted_continuation_is_caught_when_the_segment_before_was_archived_by_an_earlier_run() {
+    for major in MAJORS {
+        for compression in [None, Some(Compression::Gzip)] {
+            let mut site = Site::new(major);
+            if let Some(c) = compression {
+                site.settings.compression = WalCompression::with(c);
+            }
+            // As in the test above, the third's first bytes end the 2 MiB record; here the
+            // first two were archived by an earlier run (one segment per run, as an
+            // archive_command delivers them), and are read back from the archive to check it.
+            let (first, second, third) = (site.name(1), site.name(2), site.name(3));
+            site.incoming(1);
+            assert_eq!(site.archive().0.archived().count(), 1);
+            site.incoming(2);
+            assert_eq!(site.archive().0.archived().count(), 1);
+            let mut bad = capture(major, &third);
+            bad[1000] ^= 0x01;
+            site.put_bytes(site.catalog.incoming_directory(), &third, &bad);
+            let (report, lines) = site.archive();
+            assert_eq!(report.archived().count(), 0, "{major} {compression:?}: {lines:?}");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&format!("\tError: {third} is not valid WAL (corrupt: ")) && l.contains("CRC")),
+                "{major} {compression:?}: {lines:?}"
+            );
+            let errors = site.errors();
+            assert!(errors.len() == 1 && is_error_file(&errors[0], &third, "corrupt"), "{errors:?}");
+
+            site.incoming(3);
+            assert_eq!(site.archive().0.archived().count(), 1, "{major} {compression:?}: the intact one passes");
+            assert_eq!(site.xlogdb_names(), [first, second, third]);
+        }
+    }
+}
+
+#[test]
 fn a_continuation_is_not_checked_across_a_gap_or_a_refused_segment() {
     let major = 16;
     let site = Site::new(major);

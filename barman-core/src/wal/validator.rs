@@ -241,6 +241,13 @@ impl Carry {
         self.next_start
     }
 
+    /// Whether the record the next segment continues began in a segment not validated in this
+    /// chain, so that its CRC cannot be checked: the carry of a segment validated alone that
+    /// a record crosses from end to end. A carry from the segment before would make it known.
+    pub fn is_blind(&self) -> bool {
+        matches!(self.records, Records::Skip { .. })
+    }
+
     /// The bytes of a record the next segment must continue with, if any.
     pub fn expected_continuation(&self) -> Option<u32> {
         match &self.records {
