@@ -47,6 +47,9 @@ pub struct BaseBackupOptions {
     /// Server-side compression (15+): method (`gzip`, `lz4`, `zstd`) and optional detail
     /// (`level=3,workers=2`).
     pub compression: Option<(String, Option<String>)>,
+    /// INCREMENTAL (17+): only what changed since the backup whose manifest this session
+    /// uploaded first ([`Connection::upload_manifest`]).
+    pub incremental: bool,
 }
 
 impl Default for BaseBackupOptions {
@@ -63,6 +66,7 @@ impl Default for BaseBackupOptions {
             manifest_checksums: None,
             verify_checksums: true,
             compression: None,
+            incremental: false,
         }
     }
 }
@@ -84,6 +88,9 @@ impl BaseBackupOptions {
             Some(_) if !self.manifest => return Err("manifest checksums need a manifest".into()),
             other => other.clone(),
         };
+        if self.incremental && major < 17 {
+            return Err(format!("incremental backups need PostgreSQL 17 or later (server is {major})"));
+        }
         if major < 15 {
             if self.compression.is_some() {
                 return Err(format!("server-side compression needs PostgreSQL 15 or later (server is {major})"));
@@ -112,7 +119,12 @@ impl BaseBackupOptions {
             }
             return Ok(cmd);
         }
-        let mut opts = vec![format!("LABEL {label}")];
+        let mut opts = Vec::new();
+        // First, as pg_basebackup puts it.
+        if self.incremental {
+            opts.push("INCREMENTAL".to_owned());
+        }
+        opts.push(format!("LABEL {label}"));
         if self.progress {
             opts.push("PROGRESS".into());
         }
@@ -537,6 +549,27 @@ mod tests {
         assert!(compressed.command(16).unwrap().ends_with("COMPRESSION 'zstd', COMPRESSION_DETAIL 'level=3' )"));
         assert!(BaseBackupOptions { max_rate: Some(1), ..Default::default() }.command(16).is_err());
         assert!(BaseBackupOptions { label: "it's".into(), ..Default::default() }.command(13).unwrap().contains("LABEL 'it''s'"));
+    }
+
+    #[test]
+    fn incremental_command() {
+        let opts = BaseBackupOptions {
+            label: "barman_20261130T153000".into(),
+            progress: true,
+            fast_checkpoint: true,
+            manifest_checksums: Some("SHA256".into()),
+            incremental: true,
+            ..Default::default()
+        };
+        let want = "BASE_BACKUP ( INCREMENTAL, LABEL 'barman_20261130T153000', PROGRESS, CHECKPOINT 'fast', WAIT 1, \
+                    MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256', TARGET 'client' )";
+        assert_eq!(opts.command(17).unwrap(), want);
+        assert_eq!(opts.command(18).unwrap(), want);
+        for major in 13..=16 {
+            assert!(opts.command(major).unwrap_err().contains("PostgreSQL 17"), "{major}");
+        }
+        let zstd = BaseBackupOptions { compression: Some(("zstd".into(), None)), ..opts };
+        assert!(zstd.command(17).unwrap().starts_with("BASE_BACKUP ( INCREMENTAL, LABEL"));
     }
 
     fn rows(values: &[&[Option<&str>]]) -> Vec<BackendMessage> {

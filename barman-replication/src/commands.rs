@@ -1,5 +1,5 @@
-//! Typed replication commands: IDENTIFY_SYSTEM, SHOW, TIMELINE_HISTORY, and the slot
-//! commands, with the syntax each server major expects (reference §2).
+//! Typed replication commands: IDENTIFY_SYSTEM, SHOW, TIMELINE_HISTORY, the slot commands,
+//! and UPLOAD_MANIFEST (17+), with the syntax each server major expects (reference §2).
 //!
 //! Results are decoded from their text form whatever type the server declares: the timeline
 //! of IDENTIFY_SYSTEM is int4 up to 15 and int8 from 16, TIMELINE_HISTORY's content is
@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::codec::{BackendMessage, DbError, FrontendMessage};
 use crate::conn::{Connection, QueryResult};
 use crate::error::Error;
 use crate::lsn::{Lsn, SystemId, TimelineId};
@@ -73,7 +74,144 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The largest CopyData message [`ManifestUpload`] sends: the server accepts up to 1 GB, but
+/// small messages keep the copy held in the write buffer small.
+pub const MANIFEST_CHUNK: usize = 64 * 1024;
+
+/// What to do next in an UPLOAD_MANIFEST exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadStep {
+    /// Send these messages, in order, then read the server's next message.
+    Send(Vec<FrontendMessage>),
+    /// Read the server's next message.
+    Read,
+    /// The server has the manifest and is ready for the next command (BASE_BACKUP with
+    /// INCREMENTAL, on this same session).
+    Done,
+}
+
+/// The server refused the upload, or broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    /// The server's ErrorResponse (a manifest of another system, version 1, a bad checksum…).
+    /// It is followed by ReadyForQuery, which the caller reads before reusing the session.
+    #[error("{0}")]
+    Server(Box<DbError>),
+    /// A message that has no place in the exchange.
+    #[error("unexpected {0} in answer to UPLOAD_MANIFEST")]
+    Unexpected(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UploadPhase {
+    NotStarted,
+    AwaitCopyIn,
+    AwaitComplete,
+    AwaitReady,
+    Done,
+}
+
+/// UPLOAD_MANIFEST (PostgreSQL 17+), sans I/O: the prior backup's `backup_manifest` handed to
+/// the WAL sender, which keeps it for the next `BASE_BACKUP ( INCREMENTAL )` of the session
+/// (reference §2.10).
+///
+/// `Q UPLOAD_MANIFEST` → `G` CopyInResponse → the manifest as CopyData chunks, then CopyDone →
+/// `C UPLOAD_MANIFEST`, `Z`. The data waits for the CopyInResponse, as pg_basebackup's does, so
+/// a server that refuses the command at once is never sent it.
+#[derive(Debug)]
+pub struct ManifestUpload {
+    manifest: Bytes,
+    phase: UploadPhase,
+}
+
+impl ManifestUpload {
+    /// An upload of `manifest` (the file's bytes, unchanged).
+    pub fn new(manifest: Bytes) -> ManifestUpload {
+        ManifestUpload { manifest, phase: UploadPhase::NotStarted }
+    }
+
+    /// The command that starts the exchange.
+    pub fn start(&mut self) -> FrontendMessage {
+        self.phase = UploadPhase::AwaitCopyIn;
+        FrontendMessage::Query("UPLOAD_MANIFEST".into())
+    }
+
+    /// Feeds the server's next message (ParameterStatus and notices are the connection's).
+    pub fn feed(&mut self, msg: BackendMessage) -> Result<UploadStep, UploadError> {
+        let step = match (self.phase, msg) {
+            (UploadPhase::NotStarted | UploadPhase::Done, m) => {
+                return Err(UploadError::Unexpected(format!("message '{}' outside the exchange", char::from(m.tag()))))
+            }
+            (_, BackendMessage::ErrorResponse(e)) => {
+                self.phase = UploadPhase::Done;
+                return Err(UploadError::Server(Box::new(e)));
+            }
+            (UploadPhase::AwaitCopyIn, BackendMessage::CopyInResponse(_)) => {
+                self.phase = UploadPhase::AwaitComplete;
+                let mut msgs: Vec<FrontendMessage> = (0..self.manifest.len())
+                    .step_by(MANIFEST_CHUNK)
+                    .map(|at| FrontendMessage::CopyData(self.manifest.slice(at..(at + MANIFEST_CHUNK).min(self.manifest.len()))))
+                    .collect();
+                msgs.push(FrontendMessage::CopyDone);
+                UploadStep::Send(msgs)
+            }
+            (UploadPhase::AwaitComplete, BackendMessage::CommandComplete(tag)) if tag == "UPLOAD_MANIFEST" => {
+                self.phase = UploadPhase::AwaitReady;
+                UploadStep::Read
+            }
+            (UploadPhase::AwaitReady, BackendMessage::ReadyForQuery(_)) => {
+                self.phase = UploadPhase::Done;
+                UploadStep::Done
+            }
+            (phase, BackendMessage::CommandComplete(tag)) => {
+                return Err(UploadError::Unexpected(format!("command tag {tag:?} ({phase:?})")))
+            }
+            (phase, m) => return Err(UploadError::Unexpected(format!("message '{}' ({phase:?})", char::from(m.tag())))),
+        };
+        Ok(step)
+    }
+}
+
 impl Connection {
+    /// UPLOAD_MANIFEST (servers 17+): hands `manifest`, a prior backup's `backup_manifest`, to
+    /// this session's WAL sender for an incremental BASE_BACKUP on the same session. The
+    /// server checks it at once (version 2, this system's identifier, its checksum); a refusal
+    /// is returned once the server is ready again, the session still usable.
+    pub async fn upload_manifest(&mut self, manifest: Bytes) -> Result<(), Error> {
+        if self.server_major() < 17 {
+            return Err(Error::UnsupportedByServer {
+                target: self.target().clone(),
+                what: "UPLOAD_MANIFEST (incremental backup)",
+                needs: 17,
+                server_version: self.parameter("server_version").unwrap_or("unknown").to_owned(),
+            });
+        }
+        let mut upload = ManifestUpload::new(manifest);
+        let start = upload.start();
+        self.send(&start)?;
+        self.flush().await?;
+        loop {
+            let msg = self.next_message().await?;
+            match upload.feed(msg) {
+                Ok(UploadStep::Send(msgs)) => {
+                    // One message at a time: the write buffer never holds the whole manifest.
+                    for m in &msgs {
+                        self.send(m)?;
+                        self.flush().await?;
+                    }
+                }
+                Ok(UploadStep::Read) => {}
+                Ok(UploadStep::Done) => return Ok(()),
+                Err(UploadError::Server(db)) => {
+                    // The server ignores what we still send of the copy; it ends with `Z`.
+                    while !matches!(self.next_message().await?, BackendMessage::ReadyForQuery(_)) {}
+                    return Err(self.server_error(*db));
+                }
+                Err(e @ UploadError::Unexpected(_)) => return Err(self.unexpected(&e.to_string())),
+            }
+        }
+    }
+
     /// IDENTIFY_SYSTEM.
     pub async fn identify_system(&mut self) -> Result<IdentifySystem, Error> {
         let r = self.single_row("IDENTIFY_SYSTEM", 4).await?;
@@ -225,5 +363,79 @@ mod tests {
     #[test]
     fn literals() {
         assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    use crate::codec::{CopyFormat, ReadyStatus};
+
+    fn copy_in() -> BackendMessage {
+        BackendMessage::CopyInResponse(CopyFormat { overall: 0, columns: vec![] })
+    }
+
+    #[test]
+    fn upload_manifest_sequence() {
+        // Two full chunks and a partial one, then CopyDone.
+        let manifest = Bytes::from(vec![b'x'; 2 * MANIFEST_CHUNK + 10]);
+        let mut up = ManifestUpload::new(manifest.clone());
+        assert_eq!(up.start(), FrontendMessage::Query("UPLOAD_MANIFEST".into()));
+        let UploadStep::Send(msgs) = up.feed(copy_in()).unwrap() else { panic!("no data to send") };
+        let sizes: Vec<usize> = msgs
+            .iter()
+            .map(|m| match m {
+                FrontendMessage::CopyData(d) => d.len(),
+                FrontendMessage::CopyDone => 0,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![MANIFEST_CHUNK, MANIFEST_CHUNK, 10, 0]);
+        assert_eq!(msgs.last(), Some(&FrontendMessage::CopyDone));
+        let sent: Vec<u8> = msgs
+            .iter()
+            .flat_map(|m| match m {
+                FrontendMessage::CopyData(d) => d.to_vec(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(sent, manifest);
+        assert_eq!(up.feed(BackendMessage::CommandComplete("UPLOAD_MANIFEST".into())).unwrap(), UploadStep::Read);
+        assert_eq!(up.feed(BackendMessage::ReadyForQuery(ReadyStatus::Idle)).unwrap(), UploadStep::Done);
+        assert!(up.feed(BackendMessage::ReadyForQuery(ReadyStatus::Idle)).is_err(), "nothing after the end");
+
+        // An empty manifest is just CopyDone (the server then refuses it).
+        let mut empty = ManifestUpload::new(Bytes::new());
+        empty.start();
+        assert_eq!(empty.feed(copy_in()).unwrap(), UploadStep::Send(vec![FrontendMessage::CopyDone]));
+    }
+
+    #[test]
+    fn upload_manifest_refusals() {
+        // The server refuses the manifest after the copy.
+        let mut up = ManifestUpload::new(Bytes::from_static(b"{}"));
+        up.start();
+        up.feed(copy_in()).unwrap();
+        let err = up.feed(BackendMessage::ErrorResponse(DbError::new("ERROR", "XX000", "manifest system identifier differs")));
+        assert!(matches!(err, Err(UploadError::Server(e)) if e.message.contains("system identifier")));
+
+        // A server that does not know the command refuses it before any copy.
+        let mut up = ManifestUpload::new(Bytes::from_static(b"{}"));
+        up.start();
+        assert!(matches!(up.feed(BackendMessage::ErrorResponse(DbError::new("ERROR", "42601", "syntax error"))), Err(UploadError::Server(_))));
+
+        // What has no place in the exchange.
+        for (before, bad) in [
+            (0, BackendMessage::CopyOutResponse(CopyFormat { overall: 0, columns: vec![] })),
+            (0, BackendMessage::CommandComplete("UPLOAD_MANIFEST".into())),
+            (1, BackendMessage::CommandComplete("SELECT".into())),
+            (1, copy_in()),
+            (1, BackendMessage::ReadyForQuery(ReadyStatus::Idle)),
+        ] {
+            let mut up = ManifestUpload::new(Bytes::from_static(b"{}"));
+            up.start();
+            if before == 1 {
+                up.feed(copy_in()).unwrap();
+            }
+            assert!(matches!(up.feed(bad.clone()), Err(UploadError::Unexpected(_))), "{bad:?} accepted");
+        }
+        let mut not_started = ManifestUpload::new(Bytes::new());
+        assert!(not_started.feed(copy_in()).is_err());
     }
 }

@@ -13,6 +13,8 @@ mod connection;
 mod crash_safety;
 mod faults;
 mod hooks;
+mod incremental_backup;
+mod incremental_recovery;
 mod passive_node;
 mod processes;
 mod receive_wal;

@@ -2,6 +2,10 @@
 //! a silent `check` first, the backup under the server's backup lock, then one archiver pass
 //! and, with `--wait`, archiving until the backup's last WAL file is in the archive.
 //!
+//! `--incremental PARENT` (an ID, a name or a shortcut: `latest`, `latest-full`, …) takes a
+//! PostgreSQL 17+ incremental backup on top of PARENT, after Barman's checks of the server
+//! (version, `backup_method = postgres`, `summarize_wal`) and of the parent.
+//!
 //! Several servers (`backup all`, `backup pg1 pg2`) are backed up at the same time, one thread
 //! each, where Barman takes them one after the other: their lines then carry the server's name
 //! (`[pg1] …`), and the command fails if any backup failed.
@@ -13,15 +17,17 @@ use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::backup::compressed::BackupCompressionSettings;
 use barman_core::backup::standby::PrimaryOptions;
 use barman_core::backup::streaming::{
-    take_streaming_backup_with, BackupError, BackupNotice, BackupOptions, CopyRetry, StreamingBackupRequest,
+    check_incremental_server, check_parent, take_streaming_backup_with, BackupError, BackupNotice, BackupOptions, CopyRetry,
+    StreamingBackupRequest,
 };
 use barman_core::catalog::query::BackupCatalog;
-use barman_core::catalog::{BackupInfo, BackupStatus, CatalogError, ServerCatalog};
+use barman_core::catalog::{BackupId, BackupInfo, BackupStatus, CatalogError, ServerCatalog};
 use barman_core::backup::rsync::{take_rsync_backup, RsyncBackupRequest, RsyncOverrides};
 use barman_core::config::{BackupMethod, Config, ReuseBackup, ServerConfig};
 use barman_core::diagnostics::checks;
 use barman_core::hooks::{HookKind, HookSet};
 use barman_core::output::{human_duration, local_now, pretty_size};
+use barman_replication::{ConnConfig, Connection, SessionKind};
 
 use super::{env_lookup, find_backup, one_server, runtime, select, server_catalog};
 use crate::cli::{BackupArgs, Cli, Command};
@@ -43,7 +49,6 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         return Ok(None);
     }
     let Command::Backup(args) = &cli.command else { unreachable!("filtered by implemented()") };
-    refuse_unsupported_options(args)?;
     let Some(servers) = select(config, &args.servers.server_name, out, true) else { return Ok(None) };
     let rt = runtime()?;
     // `select` reported unknown names; inactive or disabled servers are refused here.
@@ -125,13 +130,72 @@ fn generate_manifest(config: &Config, server: &str, typed: &str, out: &mut Outpu
     Ok(())
 }
 
-/// Options Barman has that change what a backup is, which barman-rs does not do yet: refused
-/// rather than ignored, so nobody believes they got one.
-fn refuse_unsupported_options(args: &BackupArgs) -> anyhow::Result<()> {
-    if args.incremental.is_some() {
-        anyhow::bail!("--incremental (PostgreSQL 17 incremental backups) is not implemented yet in barman-rs");
+/// Barman's `parse_backup_id` and `validate_backup_args` for `--incremental`: the parent that
+/// `typed` designates, once the server and the parent pass Barman's checks; `None` after the
+/// refusal was reported (`failed to start backup: …`).
+fn incremental_parent(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    server: &ServerConfig,
+    typed: &str,
+    out: &mut Output,
+) -> anyhow::Result<Option<BackupId>> {
+    let catalog = server_catalog(config, server);
+    let (backups, _) = BackupCatalog::load(&catalog)?;
+    let Some(parent) = find_backup(&backups, &server.name, typed, out) else { return Ok(None) };
+    // Without a conninfo the backup is refused below, with its own message.
+    let Some(conninfo) = server.conninfo.as_deref() else { return Ok(Some(parent.backup_id)) };
+    let (version, summarize_wal) = match rt.block_on(incremental_settings(conninfo)) {
+        Ok(settings) => settings,
+        Err(e) => {
+            out.error(&format!("failed to start backup: {e:#}"));
+            return Ok(None);
+        }
+    };
+    let postgres_method = matches!(server.backup_method, BackupMethod::Postgres);
+    let checked = check_incremental_server(version, postgres_method, summarize_wal.as_deref()).and_then(|()| check_parent(&catalog, parent));
+    match checked {
+        Ok(()) => Ok(Some(parent.backup_id)),
+        Err(refusal) => {
+            out.error(&format!("failed to start backup: {refusal}"));
+            Ok(None)
+        }
     }
-    Ok(())
+}
+
+/// `server_version_num` and `summarize_wal` (absent before 17), from a normal session.
+async fn incremental_settings(conninfo: &str) -> anyhow::Result<(u32, Option<String>)> {
+    let cfg: ConnConfig = conninfo.parse()?;
+    let mut conn = Connection::connect(&cfg, SessionKind::Normal).await?;
+    let sql = "SELECT current_setting('server_version_num'), current_setting('summarize_wal', true)";
+    let results = conn.simple_query(sql).await?;
+    let _ = conn.close().await;
+    let r = results.into_iter().find(|r| !r.columns.is_empty()).context("no answer to the server_version_num query")?;
+    let version = r.text(0, 0).context("server_version_num is NULL")?;
+    let version = version.parse().with_context(|| format!("server_version_num {version:?}"))?;
+    Ok((version, r.text(0, 1).map(str::to_owned)))
+}
+
+/// Barman's `is_checksum_consistent`: false when `info` was taken with data checksums on and a
+/// backup up its chain with them off.
+fn checksums_consistent(catalog: &ServerCatalog, info: &BackupInfo) -> bool {
+    if info.data_checksums.as_deref() != Some("on") {
+        return true;
+    }
+    let mut next = info.parent_backup_id;
+    let mut seen = 0;
+    while let Some(id) = next {
+        let Ok(parent) = BackupInfo::read(catalog, id) else { break };
+        if parent.data_checksums.as_deref() == Some("off") {
+            return false;
+        }
+        next = parent.parent_backup_id;
+        seen += 1;
+        if seen > 10_000 {
+            break; // a cycle in a damaged catalog
+        }
+    }
+    true
 }
 
 fn backup_one(
@@ -142,6 +206,14 @@ fn backup_one(
     out: &mut Output,
 ) -> anyhow::Result<()> {
     let name = &server.name;
+    // Barman resolves and checks the parent before anything else.
+    let parent = match &args.incremental {
+        None => None,
+        Some(typed) => match incremental_parent(rt, config, server, typed, out)? {
+            Some(id) => Some(id),
+            None => return Ok(()),
+        },
+    };
     if !matches!(server.backup_method, BackupMethod::Postgres | BackupMethod::Rsync) {
         out.error(&format!(
             "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres or rsync",
@@ -282,6 +354,7 @@ fn backup_one(
         retry,
         primary: primary.as_ref(),
         stall_check,
+        parent,
     };
     let backup = async {
         match &rsync {
@@ -373,6 +446,13 @@ fn backup_one(
     });
     if let Err(e) = purged {
         out.error(&format!("{:#}", anyhow::Error::new(e).context("removing the WAL that precedes the first backup")));
+    }
+    if !checksums_consistent(&catalog, &info) {
+        out.warning(
+            "This is an incremental backup taken with `data_checksums = on` whereas some previous backups in the \
+             chain were taken with `data_checksums = off`. This can lead to potential recovery issues. Consider \
+             taking a new full backup to avoid having inconsistent backup chains.",
+        );
     }
     if status == BackupStatus::WaitingForWals {
         out.warning(

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use barman_core::archive_wal::{self, ArchiverSettings};
 use barman_core::catalog::query::BackupCatalog;
-use barman_core::catalog::BackupStatus;
+use barman_core::catalog::{BackupInfo, BackupStatus};
 use barman_core::compression::WalCompression;
 use barman_core::config::{Config, ServerConfig};
 use barman_core::hooks::{HookKind, HookSet};
@@ -16,8 +16,8 @@ use barman_core::output::{human_duration, local_now_with_offset};
 use barman_core::config::StagingLocation;
 use barman_core::recovery::remote::fqdn;
 use barman_core::recovery::{
-    recover_with, ConfLine, RecoveryNotice, RecoveryRequest, RecoverySetup, RecoveryTarget, RemoteOptions, TargetTimeline,
-    WalSource,
+    recover_with, CombineOptions, ConfLine, RecoveryError, RecoveryNotice, RecoveryRequest, RecoverySetup, RecoveryTarget,
+    RemoteOptions, TargetTimeline, WalSource,
 };
 use serde_json::{json, Value};
 
@@ -63,6 +63,15 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         ));
         return Ok(None);
     }
+    // Barman's staging rules come before anything else is done (cli.py, `recover`).
+    let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| usize::try_from(server.parallel_jobs).unwrap_or(1)).max(1);
+    let setup = match setup_of(args, config, server, &backup, jobs, out) {
+        Ok(s) => s,
+        Err(e) => {
+            out.error(&format!("{e:#}"));
+            return Ok(None);
+        }
+    };
     let target = target_of(args)?;
     if target.action.is_some() && !target.is_pitr() {
         out.error("Can't enable recovery target action when PITR is not required");
@@ -91,14 +100,6 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
             .with_context(|| format!("Invalid tablespace relocation rule '{spec}' (NAME:LOCATION expected)"))?;
         tablespaces.insert(name.to_owned(), PathBuf::from(location));
     }
-    let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| usize::try_from(server.parallel_jobs).unwrap_or(1)).max(1);
-    let setup = match setup_of(args, config, server, backup.compression.as_deref(), jobs, out) {
-        Ok(s) => s,
-        Err(e) => {
-            out.error(&format!("{e:#}"));
-            return Ok(None);
-        }
-    };
     let req = RecoveryRequest {
         catalog,
         backup_id: backup.backup_id,
@@ -134,6 +135,12 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     }
     let report = match result {
         Ok(r) => r,
+        // Barman's own texts (pg_combinebackup missing, of another major, failed), or a broken
+        // chain named with its backups.
+        Err(RecoveryError::Combine(e)) => {
+            out.error(&e.to_string());
+            return Ok(None);
+        }
         Err(e) => {
             out.error(&format!("Recovery of backup {} failed: {e}", backup.backup_id));
             return Ok(None);
@@ -208,45 +215,95 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
     Ok(None)
 }
 
-/// `--remote-ssh-command`, `--get-wal` and `--recovery-conf-filename`, with Barman's rules:
-/// the options override the configuration (`recovery_options`, `bandwidth_limit`,
-/// `network_compression`, `staging_path`, `basebackup_retry_*`).
+/// Where a compressed backup is unpacked and an incremental one combined, and where that
+/// place is: Barman's rules (cli.py, `recover`). `staging_path` (default `/tmp`) with
+/// `staging_location`; a backup that needs staging (compressed or incremental) restored with
+/// only the deprecated options uses `recovery_staging_path` to unpack and
+/// `local_staging_path` to combine, always locally, and must have the one it needs.
+struct Staging {
+    /// Where a compressed backup (or a compressed member of a chain) is unpacked.
+    decompress: PathBuf,
+    /// Where a chain is combined before it is sent to a remote host.
+    combine: PathBuf,
+    /// `staging_location`.
+    location: StagingLocation,
+}
+
+fn staging_of(args: &RecoverArgs, server: &ServerConfig, backup: &BackupInfo, out: &mut Output) -> anyhow::Result<Staging> {
+    let absolute = |what: &str, value: &Option<String>| -> anyhow::Result<Option<String>> {
+        match value {
+            Some(path) if !std::path::Path::new(path).is_absolute() => {
+                anyhow::bail!("Cannot parse {what}: Invalid value : '{path}' (must be an absolute path)")
+            }
+            other => Ok(other.clone()),
+        }
+    };
+    let new_path = absolute("staging path", &args.staging_path)?.or_else(|| server.staging_path.clone());
+    let location = match args.staging_location.as_deref() {
+        Some("remote") => StagingLocation::Remote,
+        Some(_) => StagingLocation::Local,
+        None => server.staging_location,
+    };
+    let recovery_path = absolute("recovery staging path", &args.recovery_staging_path)?.or_else(|| server.recovery_staging_path.clone());
+    let local_path = absolute("local staging path", &args.local_staging_path)?.or_else(|| server.local_staging_path.clone());
+    let compression = backup.compression.as_deref().filter(|c| *c != "None");
+    let incremental = backup.parent_backup_id.is_some();
+    let (id, name) = (&args.backup_id, &server.name);
+    Ok(match new_path {
+        Some(path) => Staging { decompress: PathBuf::from(&path), combine: PathBuf::from(path), location },
+        None if recovery_path.is_none() && local_path.is_none() => {
+            Staging { decompress: PathBuf::from("/tmp"), combine: PathBuf::from("/tmp"), location }
+        }
+        None => {
+            if let (Some(compression), None) = (compression, &recovery_path) {
+                anyhow::bail!(
+                    "Cannot restore from backup '{id}' of server '{name}': backup is compressed with {compression} \
+                     compression and it will be decompressed in a staging area but no staging path was provided. \
+                     Please set staging_path and staging_location in the server configuration file, or use their \
+                     equivalent CLI options --staging-path and --staging-location"
+                );
+            }
+            if incremental && local_path.is_none() {
+                anyhow::bail!(
+                    "Cannot restore from backup '{id}' of server '{name}': backup has to be combined with \
+                     pg_combinebackup in a staging area but no staging path and location was provided. Please set \
+                     staging_path and staging_location in the server configuration file, or use their equivalent \
+                     CLI options --staging-path and --staging-location"
+                );
+            }
+            if compression.is_some() || incremental {
+                out.warning(
+                    "recovery_staging_path and local_staging_path, and their equivalent CLI options \
+                     --recovery-staging-path and --local-staging-path, are deprecated and will be removed in \
+                     a future release. Please use staging_path and staging_location, and their equivalent \
+                     CLI options --staging-path and --staging-location, instead.",
+                );
+            }
+            Staging {
+                decompress: PathBuf::from(recovery_path.as_deref().unwrap_or("/tmp")),
+                combine: PathBuf::from(local_path.as_deref().unwrap_or("/tmp")),
+                location: StagingLocation::Local,
+            }
+        }
+    })
+}
+
+/// `--remote-ssh-command`, `--get-wal`, `--recovery-conf-filename` and how a chain is
+/// combined, with Barman's rules: the options override the configuration
+/// (`recovery_options`, `bandwidth_limit`, `network_compression`, `staging_path`,
+/// `basebackup_retry_*`, `combine_mode`).
 fn setup_of(
     args: &RecoverArgs,
     config: &Config,
     server: &ServerConfig,
-    compression: Option<&str>,
+    backup: &BackupInfo,
     jobs: usize,
     out: &mut Output,
 ) -> anyhow::Result<RecoverySetup> {
-    let compressed = compression.is_some_and(|c| c != "None");
+    let staging = staging_of(args, server, backup, out)?;
     let remote = match &args.remote_ssh_command {
         None => None,
         Some(ssh_command) => {
-            let configured_location = match args.staging_location.as_deref() {
-                Some("remote") => StagingLocation::Remote,
-                Some(_) => StagingLocation::Local,
-                None => server.staging_location,
-            };
-            // Barman's rules: `staging_path` (default /tmp) with `staging_location`; when
-            // only the deprecated `recovery_staging_path` is given, that path, always local.
-            let new_path = args.staging_path.as_deref().or(server.staging_path.as_deref());
-            let deprecated = args.recovery_staging_path.as_deref().or(server.recovery_staging_path.as_deref());
-            let (staging_path, staging_location) = match (new_path, deprecated) {
-                (Some(path), _) => (path, configured_location),
-                (None, Some(path)) => {
-                    if compressed {
-                        out.warning(
-                            "recovery_staging_path and local_staging_path, and their equivalent CLI options \
-                             --recovery-staging-path and --local-staging-path, are deprecated and will be removed in \
-                             a future release. Please use staging_path and staging_location, and their equivalent \
-                             CLI options --staging-path and --staging-location, instead.",
-                        );
-                    }
-                    (path, StagingLocation::Local)
-                }
-                (None, None) => ("/tmp", configured_location),
-            };
             let bwlimit = args.bwlimit.or_else(|| server.bandwidth_limit.and_then(|b| u64::try_from(b).ok()));
             let tablespace_bwlimit = server
                 .tablespace_bandwidth_limit
@@ -264,12 +321,21 @@ fn setup_of(
                 } else {
                     args.network_compression || server.network_compression
                 },
-                staging_path: PathBuf::from(staging_path),
-                staging_location,
+                staging_path: staging.decompress.clone(),
+                staging_location: staging.location,
                 retry_times: u32::try_from(retry_times).unwrap_or(u32::MAX),
                 retry_sleep: std::time::Duration::from_secs(args.retry_sleep.unwrap_or(server.basebackup_retry_sleep.max(0) as u64)),
             })
         }
+    };
+    let combine = CombineOptions {
+        path_prefix: server.path_prefix.clone(),
+        mode: match args.combine_mode.as_deref() {
+            Some(mode) => mode.parse().map_err(anyhow::Error::msg)?,
+            None => server.combine_mode,
+        },
+        staging_path: staging.combine,
+        decompress_staging_path: staging.decompress,
     };
     let get_wal = if args.no_get_wal { false } else { args.get_wal || server.recovery_options.get_wal };
     let barman_user = &config.global.barman_user;
@@ -288,7 +354,7 @@ fn setup_of(
             WalSource::local_get_wal(&program, config_file.as_deref(), &server.name, barman_user, args.standby_mode)
         }
     };
-    Ok(RecoverySetup { remote, wal, recovery_conf_filename: args.recovery_conf_filename.clone() })
+    Ok(RecoverySetup { remote, wal, recovery_conf_filename: args.recovery_conf_filename.clone(), combine })
 }
 
 /// How the restored server's `restore_command` runs this barman locally: Barman writes
@@ -374,6 +440,11 @@ fn notice(out: &mut Output, n: &RecoveryNotice) {
         }
         RecoveryNotice::Pitr(text) => out.info(text),
         RecoveryNotice::CopyingBase => out.info("Copying the base backup."),
+        RecoveryNotice::CombineStarted { id, output } => {
+            out.info(&format!("Start combining backup via pg_combinebackup for backup {id} on {}", output.display()))
+        }
+        RecoveryNotice::CombineEnded { id } => out.info(&format!("End combining backup via pg_combinebackup for backup {id}")),
+        RecoveryNotice::Warning(text) => out.warning(text),
         RecoveryNotice::Tablespace { oid, name, location } => out.info(&format!("\t{oid}, {name}, {}", location.display())),
         RecoveryNotice::CopyingWal => out.info("Copying required WAL segments."),
         RecoveryNotice::PartialWal(name) => {

@@ -3,7 +3,8 @@
 //! whichever executor runs:
 //!
 //! * [`open`] takes `.<server>-backup.lock`, marks abandoned backups `FAILED`, picks the ID
-//!   (local time, never one already used), writes `meta/<ID>-backup.info` as `EMPTY`, runs the
+//!   (local time, never one already used), writes `meta/<ID>-backup.info` as `EMPTY` (with its
+//!   parent, and listed among the parent's children, for an incremental backup), runs the
 //!   pre-backup hooks and moves it to `STARTED`;
 //! * [`check_identity`] and [`record_facts`] tie the backup to its server (identity.json, the
 //!   facts Barman's `_pg_get_metadata` records);
@@ -17,18 +18,19 @@ use std::time::Duration;
 use barman_replication::SystemId;
 
 use super::facts::{local_now, ServerFacts};
-use super::streaming::{fail_abandoned, BackupError, BackupNotice};
+use super::streaming::{check_parent, fail_abandoned, link_child, BackupError, BackupNotice, IncrementalRefusal};
 use crate::catalog::{BackupId, BackupInfo, BackupStatus, CatalogLock, LockKind, ServerCatalog, ServerIdentity};
 use crate::hooks::HookSet;
 
 /// Opens a new backup of `server` in `catalog` (see the module's header), `mode` being
-/// backup.info's `mode`. Returns the backup lock, held until the backup ends, and the
-/// backup.info, now `STARTED`; a pre-backup retry script's 63 leaves it `FAILED` and fails
-/// here, before anything is copied.
+/// backup.info's `mode`; `parent` makes it incremental, checked first ([`check_parent`]).
+/// Returns the backup lock, held until the backup ends, and the backup.info, now `STARTED`; a
+/// pre-backup retry script's 63 leaves it `FAILED` and fails here, before anything is copied.
 pub(crate) async fn open(
     catalog: &ServerCatalog,
     server: &str,
     name: Option<String>,
+    parent: Option<BackupId>,
     mode: &str,
     hooks: Option<&HookSet>,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
@@ -37,6 +39,12 @@ pub(crate) async fn open(
     catalog.create_skeleton()?;
     for id in fail_abandoned(catalog, &lock)? {
         tracing::warn!(server, backup = %id, "marked FAILED: its backup process ended without finishing it");
+    }
+    if let Some(p) = parent {
+        // Under the lock: the parent chosen before it was taken may have been deleted since.
+        let info = BackupInfo::read(catalog, p)
+            .map_err(|e| IncrementalRefusal::ParentUnreadable { id: p, reason: e.to_string() })?;
+        check_parent(catalog, &info)?;
     }
     let mut id = BackupId::from_datetime(local_now()?)?;
     // Two backups in the same second: wait for the next one rather than reuse an ID.
@@ -48,8 +56,14 @@ pub(crate) async fn open(
     info.server_name = Some(server.to_owned());
     info.backup_name = name;
     info.mode = Some(mode.to_owned());
+    info.parent_backup_id = parent;
     info.status = BackupStatus::Empty;
     info.write(catalog)?;
+    if let Some(p) = parent {
+        if let Err(e) = link_child(catalog, p, id) {
+            return Err(fail(catalog, &mut info, format!("failure starting backup ({e})")));
+        }
+    }
     notify(BackupNotice::Starting { id, dir: catalog.backup_dir(id) });
     if let Some(hooks) = hooks {
         if let Err(abort) = hooks.run_pre(&|h| h.env_from_catalog_backup(catalog, &info)) {

@@ -27,6 +27,13 @@
 //! A standby is backed up the same way; what differs (the end position, the WAL switches on
 //! its primary) is in [`super::standby`].
 //!
+//! An incremental backup (`backup --incremental`, PostgreSQL 17+ with `summarize_wal = on`)
+//! names its parent in `parent_backup_id` from its first backup.info on, and is listed in the
+//! parent's `children_backup_ids` right after ([`link_child`]); each copy attempt first uploads
+//! the parent's `backup_manifest` on its replication session (UPLOAD_MANIFEST), then asks for
+//! `BASE_BACKUP ( INCREMENTAL, … )`. The tree then holds `INCREMENTAL.<relfile>` files and a
+//! backup_label with `INCREMENTAL FROM LSN`; pg_combinebackup rebuilds a full one from the chain.
+//!
 //! Any failure leaves the backup `FAILED` with `error=failure <phase> (<reason>)`, files kept.
 
 use std::collections::BTreeMap;
@@ -34,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use barman_replication::{BaseBackupEvent, BaseBackupOptions, ConnConfig, Connection, Lsn, SessionKind, SystemId, TimelineId};
+use bytes::Bytes;
 
 use crate::catalog::{BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, PyValue, ServerCatalog};
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
@@ -116,6 +124,123 @@ pub struct BackupOptions<'a> {
     /// `conninfo` session) whether the stream is stalled or the server busy ([`super::stall`]);
     /// a stalled copy fails (and is retried as any failed copy). `None` waits forever.
     pub stall_check: Option<Duration>,
+    /// `backup --incremental`: the backup this one is incremental to (PostgreSQL 17+). Checked
+    /// with [`check_parent`] under the backup lock before the new backup exists.
+    pub parent: Option<BackupId>,
+}
+
+/// Why an incremental backup cannot be taken: Barman's `_validate_incremental_backup_configs`
+/// (its words), and what barman-rs checks of the parent besides.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IncrementalRefusal {
+    /// The server is older than 17.
+    #[error("Postgres version 17 or greater is required for incremental backups using the Postgres backup method")]
+    ServerTooOld,
+    /// `backup_method` is not `postgres`.
+    #[error("Backup using the `--incremental` flag is available only for 'backup_method = postgres'. Check Barman's documentation for more help on this topic.")]
+    NotPostgresMethod,
+    /// The server does not summarize its WAL.
+    #[error("'summarize_wal' option has to be enabled in the Postgres server to perform an incremental backup using the Postgres backup method")]
+    NoWalSummaries,
+    /// The parent was taken without WAL summaries.
+    #[error("Backup ID {0} is not eligible as a parent for an incremental backup because WAL summaries were not enabled when that backup was taken.")]
+    ParentWithoutSummaries(BackupId),
+    /// The parent's copy is not complete (Barman would start the backup and fail it; a chain
+    /// on a FAILED backup cannot be restored).
+    #[error("Backup ID {id} is not eligible as a parent for an incremental backup because its status is {status}.")]
+    ParentNotComplete {
+        /// The parent.
+        id: BackupId,
+        /// Its status.
+        status: BackupStatus,
+    },
+    /// The parent has no `backup_manifest` to upload (an rsync backup without one).
+    #[error("Backup ID {0} is not eligible as a parent for an incremental backup because it has no backup_manifest.")]
+    ParentWithoutManifest(BackupId),
+    /// The parent's backup.info cannot be read (deleted since it was chosen).
+    #[error("Backup ID {id} is not eligible as a parent for an incremental backup: {reason}")]
+    ParentUnreadable {
+        /// The parent.
+        id: BackupId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Barman's checks of the server for an incremental backup, in its order: the version
+/// (`server_version_num`), `backup_method = postgres`, then `summarize_wal`.
+pub fn check_incremental_server(version: u32, postgres_method: bool, summarize_wal: Option<&str>) -> Result<(), IncrementalRefusal> {
+    if version < 170000 {
+        return Err(IncrementalRefusal::ServerTooOld);
+    }
+    if !postgres_method {
+        return Err(IncrementalRefusal::NotPostgresMethod);
+    }
+    if summarize_wal != Some("on") {
+        return Err(IncrementalRefusal::NoWalSummaries);
+    }
+    Ok(())
+}
+
+/// The checks of an incremental backup's parent: taken with `summarize_wal = on` (Barman's),
+/// its copy complete (`DONE` or `WAITING_FOR_WALS`) and its `backup_manifest` present.
+/// Chains are allowed: the parent may itself be incremental, and compressed.
+pub fn check_parent(catalog: &ServerCatalog, parent: &BackupInfo) -> Result<(), IncrementalRefusal> {
+    let id = parent.backup_id;
+    if parent.summarize_wal.as_deref() != Some("on") {
+        return Err(IncrementalRefusal::ParentWithoutSummaries(id));
+    }
+    if !parent.status.is_copy_done() {
+        return Err(IncrementalRefusal::ParentNotComplete { id, status: parent.status });
+    }
+    if !parent_manifest_path(catalog, id).is_file() {
+        return Err(IncrementalRefusal::ParentWithoutManifest(id));
+    }
+    Ok(())
+}
+
+/// Where a backup's `backup_manifest` is, plain or compressed (Barman's
+/// `get_backup_manifest_path`).
+fn parent_manifest_path(catalog: &ServerCatalog, id: BackupId) -> PathBuf {
+    catalog.backup_data_dir(id).join("backup_manifest")
+}
+
+/// How long [`link_child`] waits for the parent's lock (archive-wal and check-backup hold it
+/// for a moment while they rewrite its backup.info).
+const PARENT_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Lists `child` in `parent`'s `children_backup_ids`, durably — Barman does so for every
+/// incremental backup whatever its outcome, so that a FAILED child is deleted with its parent
+/// and shown by show-backup. The caller holds the server's backup lock (no delete runs); the
+/// parent's own `.<server>-<ID>.lock` is taken for the read-modify-write, since archive-wal
+/// rewrites a `WAITING_FOR_WALS` parent's backup.info under it.
+///
+/// Ordering: the child's backup.info (naming its parent) is written first, then the parent's;
+/// a crash in between leaves a child that [`fail_unfinished`] lists when it marks it FAILED.
+pub(crate) fn link_child(catalog: &ServerCatalog, parent: BackupId, child: BackupId) -> Result<(), BackupError> {
+    let deadline = Instant::now() + PARENT_LOCK_WAIT;
+    let _lock = loop {
+        match catalog.lock(LockKind::Backup(parent)) {
+            Ok(lock) => break lock,
+            Err(CatalogError::LockBusy { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut info = BackupInfo::read(catalog, parent)?;
+    let children = info.children_backup_ids.get_or_insert_with(Vec::new);
+    if !children.contains(&child) {
+        children.push(child);
+        info.write(catalog)?;
+    }
+    Ok(())
+}
+
+/// The parent's `backup_manifest`, to upload before each incremental BASE_BACKUP.
+fn read_parent_manifest(catalog: &ServerCatalog, parent: BackupId) -> Result<Bytes, BackupError> {
+    let path = parent_manifest_path(catalog, parent);
+    std::fs::read(&path)
+        .map(Bytes::from)
+        .map_err(|e| StorageError::io(crate::storage::StorageOp::Read, &path, e).into())
 }
 
 /// Progress worth telling the operator, in Barman's words (the CLI renders them).
@@ -211,6 +336,9 @@ pub enum BackupError {
     /// The backup stream stopped arriving, and the server is not busy with it ([`super::stall`]).
     #[error("{0}")]
     Stalled(String),
+    /// An incremental backup cannot be taken (Barman's refusal).
+    #[error(transparent)]
+    Incremental(#[from] IncrementalRefusal),
     /// The server is not the one this catalog belongs to.
     #[error("the server's system identifier {found} differs from the catalog's {expected} (identity.json)")]
     ForeignSystem {
@@ -247,7 +375,8 @@ pub async fn take_streaming_backup_with(
     opts: &BackupOptions<'_>,
     notify: &mut (dyn FnMut(BackupNotice) + Send),
 ) -> Result<BackupInfo, BackupError> {
-    let (_lock, mut info) = catalog_entry::open(&req.catalog, &req.server, req.name.clone(), "postgres", opts.hooks, notify).await?;
+    let (_lock, mut info) =
+        catalog_entry::open(&req.catalog, &req.server, req.name.clone(), opts.parent, "postgres", opts.hooks, notify).await?;
     let started = Instant::now();
     let mut phase = "starting backup";
     let outcome = run(req, opts, &mut info, &mut phase, started, notify).await;
@@ -274,6 +403,12 @@ pub fn fail_unfinished(catalog: &ServerCatalog, lock: &crate::catalog::CatalogLo
             info.status = BackupStatus::Failed;
             info.error = Some(reason.to_owned());
             info.write(catalog)?;
+            // An incremental backup that died before its parent listed it (see link_child).
+            if let Some(parent) = info.parent_backup_id {
+                if let Err(e) = link_child(catalog, parent, id) {
+                    tracing::warn!(backup = %id, %parent, error = %e, "cannot list the failed backup among its parent's children");
+                }
+            }
             failed.push(id);
         }
     }
@@ -314,6 +449,14 @@ async fn run(
     if let Some(c) = compression {
         c.check_server(facts.version).map_err(|e| BackupError::Invalid(e.to_string()))?;
     }
+    // The CLI checked the server before starting; the facts say how it is now.
+    let parent_manifest = match opts.parent {
+        Some(parent) => {
+            check_incremental_server(facts.version, true, facts.summarize_wal.as_deref())?;
+            Some(read_parent_manifest(&req.catalog, parent)?)
+        }
+        None => None,
+    };
     // Tar format: one (compressed) archive per tablespace, as `pg_basebackup --format=tar`.
     let tar_algorithm = compression.filter(|c| c.is_tar()).map(|c| c.algorithm);
     // What the server compresses with, if it does: its archives arrive as `base.tar.gz`, ….
@@ -353,7 +496,9 @@ async fn run(
             manifest_checksums: Some("SHA256".into()),
             verify_checksums: true,
             compression: compression.and_then(BackupCompressionSettings::server_option),
+            incremental: parent_manifest.is_some(),
         },
+        parent_manifest,
         backup_dir: backup_dir.clone(),
         data_dir: data_dir.clone(),
         links,
@@ -483,6 +628,8 @@ async fn run(
 /// Where and how each copy attempt writes.
 struct CopyPlan<'a> {
     options: BaseBackupOptions,
+    /// The parent's `backup_manifest`, uploaded on each attempt's session (incremental only).
+    parent_manifest: Option<Bytes>,
     backup_dir: PathBuf,
     data_dir: PathBuf,
     /// Tablespace OID → its directory in the backup.
@@ -553,6 +700,9 @@ async fn copy_once(
     let mut backup_end: Option<(Lsn, TimelineId)> = None;
     let mut switcher = None;
     let mut sink_is_base = false;
+    if let Some(manifest) = &plan.parent_manifest {
+        repl.upload_manifest(manifest.clone()).await?;
+    }
     {
         let pid = repl.backend_pid();
         let mut reader = repl.base_backup(&plan.options).await?;
@@ -723,6 +873,54 @@ fn first_line(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incremental_checks_in_barmans_order() {
+        use IncrementalRefusal::*;
+        assert_eq!(check_incremental_server(160004, false, None), Err(ServerTooOld));
+        assert_eq!(check_incremental_server(170002, false, Some("off")), Err(NotPostgresMethod));
+        assert_eq!(check_incremental_server(170002, true, Some("off")), Err(NoWalSummaries));
+        assert_eq!(check_incremental_server(170002, true, None), Err(NoWalSummaries));
+        assert_eq!(check_incremental_server(180001, true, Some("on")), Ok(()));
+    }
+
+    #[test]
+    fn parent_checks_and_children() {
+        let home = tempfile::tempdir().unwrap();
+        let catalog = ServerCatalog::new("pg", home.path().join("pg"), home.path());
+        catalog.create_skeleton().unwrap();
+        let id: BackupId = "20261130T100000".parse().unwrap();
+        let mut parent = BackupInfo::new(id);
+        parent.status = BackupStatus::Done;
+        parent.write(&catalog).unwrap();
+        assert_eq!(check_parent(&catalog, &parent), Err(IncrementalRefusal::ParentWithoutSummaries(id)));
+        parent.summarize_wal = Some("on".into());
+        assert_eq!(check_parent(&catalog, &parent), Err(IncrementalRefusal::ParentWithoutManifest(id)));
+        std::fs::create_dir_all(catalog.backup_data_dir(id)).unwrap();
+        std::fs::write(catalog.backup_data_dir(id).join("backup_manifest"), "{}").unwrap();
+        assert_eq!(check_parent(&catalog, &parent), Ok(()));
+        parent.status = BackupStatus::Failed;
+        assert_eq!(check_parent(&catalog, &parent), Err(IncrementalRefusal::ParentNotComplete { id, status: BackupStatus::Failed }));
+
+        // Each child once, in order, whatever else backup.info holds.
+        let (c1, c2): (BackupId, BackupId) = ("20261130T110000".parse().unwrap(), "20261130T120000".parse().unwrap());
+        link_child(&catalog, id, c1).unwrap();
+        link_child(&catalog, id, c1).unwrap();
+        link_child(&catalog, id, c2).unwrap();
+        let read = BackupInfo::read(&catalog, id).unwrap();
+        assert_eq!(read.children_backup_ids, Some(vec![c1, c2]));
+        assert_eq!(read.status, BackupStatus::Done);
+
+        // A child that died before being listed is listed when it is marked FAILED.
+        let c3: BackupId = "20261130T130000".parse().unwrap();
+        let mut orphan = BackupInfo::new(c3);
+        orphan.parent_backup_id = Some(id);
+        orphan.status = BackupStatus::Started;
+        orphan.write(&catalog).unwrap();
+        let lock = catalog.lock(LockKind::ServerBackup).unwrap();
+        assert_eq!(fail_abandoned(&catalog, &lock).unwrap(), vec![c3]);
+        assert_eq!(BackupInfo::read(&catalog, id).unwrap().children_backup_ids, Some(vec![c1, c2, c3]));
+    }
 
     #[test]
     fn label() {

@@ -35,7 +35,14 @@
 //!   archive (`barman get-wal` locally, `barman-wal-restore` from a remote host);
 //! - `--recovery-conf-filename`: the recovery settings go to that file instead of
 //!   `postgresql.auto.conf` (which is still made safe).
+//!
+//! An incremental backup (PostgreSQL 17+, `parent_backup_id` set) is restored through its
+//! chain ([`combine`]): checked, and `pg_combinebackup` found, before anything is written;
+//! combined straight into the destination (locally), or into
+//! `<staging_path>/barman-combine<pid>/<ID>/` and sent from there (remotely, with
+//! `staging_location = local`; `staging_location = remote` is refused for a chain).
 
+pub mod combine;
 pub mod copy;
 pub mod pgconf;
 pub mod remote;
@@ -48,10 +55,11 @@ use crate::backup::compressed::{extract_archive, ArchiveCompression, ArchiveErro
 use crate::compression::{Compression, WalCompression};
 use crate::config::StagingLocation;
 use crate::catalog::{xlogdb, BackupId, BackupInfo, BackupStatus, CatalogError, LockKind, ServerCatalog, XlogDbEntry};
-use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
+use crate::storage::durable::{atomic_write, durable_rename, fsync_dir, FILE_MODE};
 use crate::storage::{StorageError, StorageOp};
 use crate::wal::{TimelineHistory, WalFileName, WalSegmentName};
 
+pub use combine::{CombineError, CombineOptions};
 pub use pgconf::{ConfLine, ConfReport};
 pub use remote::RemoteOptions;
 
@@ -195,6 +203,8 @@ pub struct RecoverySetup {
     /// `--recovery-conf-filename`: the file (relative to the destination) that receives
     /// the recovery settings instead of `postgresql.auto.conf`.
     pub recovery_conf_filename: Option<String>,
+    /// How the chain of an incremental backup is combined.
+    pub combine: CombineOptions,
 }
 
 /// What the operator should hear, in Barman's words.
@@ -215,6 +225,21 @@ pub enum RecoveryNotice {
     Pitr(String),
     /// `Copying the base backup.`
     CopyingBase,
+    /// `Start combining backup via pg_combinebackup for backup <ID> on <output>`.
+    CombineStarted {
+        /// The backup restored (the last of its chain).
+        id: BackupId,
+        /// Where pg_combinebackup writes.
+        output: PathBuf,
+    },
+    /// `End combining backup via pg_combinebackup for backup <ID>`.
+    CombineEnded {
+        /// The backup restored.
+        id: BackupId,
+    },
+    /// A warning in Barman's words (`WARNING: …`): the combine mode fell back, checksums
+    /// differ along the chain.
+    Warning(String),
     /// `\t<oid>, <name>, <location>`.
     Tablespace {
         /// OID.
@@ -274,6 +299,9 @@ pub enum RecoveryError {
     /// An archive of a compressed backup could not be unpacked.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The chain of an incremental backup cannot be combined.
+    #[error(transparent)]
+    Combine(#[from] CombineError),
     /// The backup cannot be recovered.
     #[error("cannot recover from backup {id} of server {server} (status: {status})")]
     NotDone {
@@ -318,11 +346,21 @@ pub fn recover_with(
 ) -> Result<RecoveryReport, RecoveryError> {
     let started = Instant::now();
     let catalog = &req.catalog;
-    let info = BackupInfo::read(catalog, req.backup_id)?;
+    let mut info = BackupInfo::read(catalog, req.backup_id)?;
     if info.status != BackupStatus::Done {
         return Err(RecoveryError::NotDone { id: info.backup_id, server: catalog.server_name().into(), status: info.status });
     }
     let conf_name = recovery_conf_name(setup.recovery_conf_filename.as_deref())?;
+    // An incremental backup's chain and pg_combinebackup, checked before anything is done.
+    if info.parent_backup_id.is_some() && setup.remote.as_ref().is_some_and(|r| r.staging_location == StagingLocation::Remote) {
+        return Err(RecoveryError::Invalid(format!(
+            "backup {} is incremental: barman-rs cannot combine its chain on the recovery host \
+             (staging_location = remote) yet; use staging_location = local, so that it is combined \
+             in the staging path on this host and sent",
+            info.backup_id
+        )));
+    }
+    let plan = combine::CombinePlan::prepare(catalog, &info, &setup.combine)?;
     let remote = setup.remote.as_ref().map(remote::Remote::connect).transpose()?;
     match &remote {
         None => check_destination(&req.destination)?,
@@ -356,18 +394,31 @@ pub fn recover_with(
         .map(|ts| (ts, req.tablespaces.get(&ts.name).cloned().unwrap_or_else(|| PathBuf::from(&ts.location))))
         .collect();
     // Remote: what is prepared here before it is sent (WAL, configuration), removed at the end.
+    let mut combine_time = None;
     let scratch = match (&remote, &setup.remote) {
         (Some(r), Some(opts)) => {
-            restore_base_remote(r, opts, req, archived, &locations)?;
+            combine_time = restore_base_remote(r, opts, req, archived, &locations, plan.as_ref(), &setup.combine, notify)?;
             Some(remote::ScratchDir::temporary("barman_recovery-")?)
         }
         _ => {
-            restore_base_local(req, archived, &locations)?;
+            match &plan {
+                Some(plan) => combine_time = Some(restore_combined_local(plan, req, &locations, &setup.combine, notify)?),
+                None => restore_base_local(req, archived, &locations)?,
+            }
             None
         }
     };
-    for (ts, location) in &locations {
-        notify(RecoveryNotice::Tablespace { oid: ts.oid, name: ts.name.clone(), location: location.clone() });
+    // pg_combinebackup made the links of a local restore itself; Barman lists the
+    // tablespaces when it makes them.
+    if remote.is_some() || plan.is_none() {
+        for (ts, location) in &locations {
+            notify(RecoveryNotice::Tablespace { oid: ts.oid, name: ts.name.clone(), location: location.clone() });
+        }
+    }
+    // Barman records how long the combine took in the copy of backup.info it leaves behind.
+    if let Some(took) = combine_time {
+        info.copy_stats =
+            Some(vec![(crate::catalog::PyValue::Str("combine_time".into()), crate::catalog::PyValue::Float(took.as_secs_f64()))]);
     }
 
     // 3. WAL: copied, unless the restore_command fetches it from the archive (get-wal).
@@ -521,6 +572,27 @@ fn recovery_conf_name(name: Option<&str>) -> Result<String, RecoveryError> {
     Ok(name.to_owned())
 }
 
+/// An incremental backup into a local destination: its chain combined straight into it by
+/// pg_combinebackup, each tablespace into its location; then what Barman's
+/// `_post_recovery_cleanup` removes is removed, and the new manifest, written by
+/// pg_combinebackup for the synthetic backup, is kept as `backup_manifest.<ID>`.
+fn restore_combined_local(
+    plan: &combine::CombinePlan,
+    req: &RecoveryRequest,
+    locations: &[(&crate::catalog::Tablespace, PathBuf)],
+    opts: &CombineOptions,
+    notify: &mut dyn FnMut(RecoveryNotice),
+) -> Result<std::time::Duration, RecoveryError> {
+    let dest = &req.destination;
+    let took = plan.combine(dest, locations, false, opts, req.jobs, notify)?;
+    combine::post_combine_cleanup(dest)?;
+    let manifest = dest.join("backup_manifest");
+    if manifest.exists() {
+        durable_rename(&manifest, &dest.join(format!("backup_manifest.{}", req.backup_id)))?;
+    }
+    Ok(took)
+}
+
 /// The base backup into a local destination: copied (plain) or unpacked (compressed) on
 /// `jobs` threads, tablespaces in their locations and linked from `pg_tblspc`.
 fn restore_base_local(
@@ -565,27 +637,51 @@ fn restore_base_local(
 /// `backup_manifest.<ID>`, the links made remotely. A compressed backup is unpacked into
 /// `<staging_path>/barman-decompress<pid>` here first (Barman's `DecompressOperation` with
 /// `staging_location = local`), which is removed afterwards; with `staging_location =
-/// remote` it is unpacked on the recovery host instead ([`unpack_on_remote`]).
+/// remote` it is unpacked on the recovery host instead ([`unpack_on_remote`]). An incremental
+/// backup (`plan`) is combined with its chain into `<staging_path>/barman-combine<pid>/<ID>/`
+/// here first (Barman's `CombineOperation` followed by `RsyncCopyOperation`), which is sent
+/// as a plain backup with the manifest pg_combinebackup wrote, then removed; returns how long
+/// the combine took.
+#[allow(clippy::too_many_arguments)]
 fn restore_base_remote(
     r: &remote::Remote<'_>,
     opts: &RemoteOptions,
     req: &RecoveryRequest,
     archived: Option<ArchiveCompression>,
     locations: &[(&crate::catalog::Tablespace, PathBuf)],
-) -> Result<(), RecoveryError> {
+    plan: Option<&combine::CombinePlan>,
+    combine_opts: &CombineOptions,
+    notify: &mut dyn FnMut(RecoveryNotice),
+) -> Result<Option<std::time::Duration>, RecoveryError> {
     let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
     let data = catalog.backup_data_dir(id);
+    let mut manifest = data.join("backup_manifest");
+    let mut combine_time = None;
     let mut dirs: Vec<&Path> = vec![dest.as_path()];
     dirs.extend(locations.iter().map(|(_, l)| l.as_path()));
+    // Where the chain was combined or the backup unpacked: kept until everything is sent.
+    let staging;
     match archived {
-        Some(algorithm) if opts.staging_location == StagingLocation::Remote => {
+        Some(algorithm) if plan.is_none() && opts.staging_location == StagingLocation::Remote => {
             unpack_on_remote(r, opts, req, algorithm, locations, &dirs)?;
         }
         _ => {
-            let staging;
-            let (pgdata_src, ts_src): (PathBuf, Vec<PathBuf>) = match archived {
-                None => (data.clone(), locations.iter().map(|(ts, _)| catalog.backup_dir(id).join(ts.oid.to_string())).collect()),
-                Some(algorithm) => {
+            let (pgdata_src, ts_src): (PathBuf, Vec<PathBuf>) = match (plan, archived) {
+                (Some(plan), _) => {
+                    staging = remote::ScratchDir::create(
+                        combine_opts.staging_path.join(format!("barman-combine{}", std::process::id())),
+                    )?;
+                    let root = staging.path().join(id.to_string());
+                    let staged: Vec<(&crate::catalog::Tablespace, PathBuf)> =
+                        locations.iter().map(|(ts, _)| (*ts, root.join(ts.oid.to_string()))).collect();
+                    combine_time = Some(plan.combine(&root.join("data"), &staged, true, combine_opts, req.jobs, notify)?);
+                    manifest = root.join("data").join("backup_manifest");
+                    (root.join("data"), staged.into_iter().map(|(_, p)| p).collect())
+                }
+                (None, None) => {
+                    (data.clone(), locations.iter().map(|(ts, _)| catalog.backup_dir(id).join(ts.oid.to_string())).collect())
+                }
+                (None, Some(algorithm)) => {
                     staging = remote::ScratchDir::create(opts.staging_path.join(format!("barman-decompress{}", std::process::id())))?;
                     let staged: Vec<(&crate::catalog::Tablespace, PathBuf)> =
                         locations.iter().map(|(ts, _)| (*ts, staging.path().join(ts.oid.to_string()))).collect();
@@ -601,8 +697,8 @@ fn restore_base_remote(
             r.push_tree(&pgdata_src, dest, &excluded_from_pgdata, req.jobs, opts.bwlimit)?;
         }
     }
-    if data.join("backup_manifest").exists() {
-        r.push_file(&data.join("backup_manifest"), &dest.join(format!("backup_manifest.{id}")), opts.bwlimit)?;
+    if manifest.exists() {
+        r.push_file(&manifest, &dest.join(format!("backup_manifest.{id}")), opts.bwlimit)?;
     }
     let q = |p: &Path| remote::shell_quote(&p.to_string_lossy());
     let mut script = vec![format!("mkdir -p {} {}", q(&dest.join("pg_wal/archive_status")), q(&dest.join("pg_tblspc")))];
@@ -611,7 +707,7 @@ fn restore_base_remote(
         script.push(format!("rm -f {} && ln -s {} {}", q(&link), q(location), q(&link)));
     }
     r.shell(&script.join(" && "))?;
-    Ok(())
+    Ok(combine_time)
 }
 
 /// `staging_location = remote`, Barman's pipeline with the rsync copy first: the backup

@@ -258,7 +258,7 @@ pub async fn take_rsync_backup(
     if req.strategy_defaulted {
         notify(BackupNotice::Warning(format!("No backup strategy set for server '{}' (using default 'concurrent_backup').", req.server)));
     }
-    let (_lock, mut info) = catalog_entry::open(&req.catalog, &req.server, req.name.clone(), MODE, hooks, notify).await?;
+    let (_lock, mut info) = catalog_entry::open(&req.catalog, &req.server, req.name.clone(), None, MODE, hooks, notify).await?;
     let mut phase = "issuing start backup command";
     let outcome = run(req, &mut info, &mut phase, notify).await;
     catalog_entry::close(&req.catalog, info, phase, outcome)
