@@ -9,6 +9,7 @@ mod basebackup;
 mod catalog_commands;
 mod check_wal_archive;
 mod cli_cycle;
+mod config_models;
 mod connection;
 mod crash_safety;
 mod faults;

@@ -4,11 +4,12 @@
 //! Commands are grouped by what they work on, one file each: [`diagnostics`] (check, status,
 //! show-servers, …), [`backup`] (backup), [`wal`] (receive-wal, archive-wal, switch-wal,
 //! put-wal, …), [`get_wal`], [`catalog`] (list-backups, show-backup, …), [`recover`], [`sync`]
-//! (sync-info, sync-backup, sync-wals). Each group says which
-//! of its commands are built with its own `implemented`.
+//! (sync-info, sync-backup, sync-wals), [`config`] (config-switch, config-update). Each group
+//! says which of its commands are built with its own `implemented`.
 
 mod backup;
 mod catalog;
+mod config;
 mod diagnostics;
 mod get_wal;
 mod processes;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use barman_core::catalog::query::BackupCatalog;
 use barman_core::catalog::{BackupInfo, BackupSelector, CatalogError, ServerCatalog};
-use barman_core::config::{self, Config, ConfigWarning, ServerConfig};
+use barman_core::config::{self as core_config, Config, ConfigWarning, ServerConfig};
 use clap::CommandFactory as _;
 
 use crate::cli::{Cli, Command};
@@ -42,6 +43,7 @@ pub fn implemented(cmd: &Command) -> bool {
         || retention::implemented(cmd)
         || processes::implemented(cmd)
         || sync::implemented(cmd)
+        || config::implemented(cmd)
 }
 
 /// Prints completions for `shell`.
@@ -111,6 +113,9 @@ pub fn run(cli: &Cli, out: &mut Output) -> anyhow::Result<Option<u8>> {
     if sync::implemented(&cli.command) {
         return sync::run(cli, &config, out);
     }
+    if config::implemented(&cli.command) {
+        return config::run(cli, &config, out);
+    }
     unreachable!("filtered by implemented()")
 }
 
@@ -130,7 +135,7 @@ fn env_lookup(k: &str) -> Option<String> {
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let explicit = cli.config.clone().or_else(|| std::env::var_os("BARMAN_CONFIG_FILE").map(PathBuf::from));
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let main = config::locate_main_file(&config::RealFs, explicit.as_deref(), &config::DEFAULT_LOCATIONS, home.as_deref())?;
+    let main = core_config::locate_main_file(&core_config::RealFs, explicit.as_deref(), &core_config::DEFAULT_LOCATIONS, home.as_deref())?;
     Ok(Config::load(&main)?)
 }
 

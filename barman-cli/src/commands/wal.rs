@@ -86,7 +86,7 @@ fn receive_wal_command(config: &Config, args: &ReceiveWalArgs, out: &mut Output)
 }
 
 /// Barman's `Server.kill` for `task` (see [`barman_core::catalog::process::terminate`]).
-fn stop_process(catalog: &ServerCatalog, task: &str, fail_if_not_present: bool, out: &mut Output) {
+pub(super) fn stop_process(catalog: &ServerCatalog, task: &str, fail_if_not_present: bool, out: &mut Output) {
     match barman_core::catalog::process::terminate(catalog.lock_directory(), catalog.server_name(), task, Duration::from_secs(10)) {
         Ok(outcome) => super::processes::report_termination(&outcome, task, catalog.server_name(), fail_if_not_present, out),
         Err(e) => out.error(&barman_core::error_chain(&e)),
@@ -491,6 +491,8 @@ fn wait_for_wal(
 /// backup is checked against the WAL just archived; only `receive-wal` is a detached child.
 /// A passive node runs `sync-backup` / `sync-wals` children instead (see `sync::cron`).
 fn cron(config: &Config, keep_descriptors: bool, out: &mut Output) -> anyhow::Result<()> {
+    // Before anything else, Barman applies what config-update left queued.
+    super::config::process_pending(config, out);
     if !config.path_conflicts.is_empty() {
         for e in &config.path_conflicts {
             out.error(e);
@@ -578,7 +580,7 @@ fn cron_archive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerCatalog
     }
 }
 
-fn background_receive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerCatalog, keep: bool, out: &mut Output) {
+pub(super) fn background_receive_wal(config: &Config, cfg: &ServerConfig, catalog: &ServerCatalog, keep: bool, out: &mut Output) {
     match catalog.lock(LockKind::ServerReceiveWal) {
         Ok(lock) => drop(lock),
         Err(CatalogError::LockBusy { .. }) => {

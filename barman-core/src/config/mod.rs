@@ -29,7 +29,8 @@
 //!
 //! # Servers, scopes, defaults
 //!
-//! Every section except `[barman]` is a server (or a *model*, when it says `model = true`).
+//! Every section except `[barman]` is a server (or a *model*, when it says `model = true`, which
+//! must name its `cluster`).
 //! [`options`] lists every option with its scope and default; [`server`] explains the lookup
 //! order (server section, then `[barman]`, then default) and the checks Barman makes from
 //! configuration alone. `all` is refused as a server name.
@@ -53,12 +54,18 @@
 //!   [`ConfigWarning::SectionRepeated`] naming both places so it does not go unnoticed.
 //! - Files must be UTF-8; Python would use the locale's encoding.
 //!
-//! Models are recognised and validated but not applied to servers (`config-switch` is the
-//! command's business, later).
+//!
+//! # Models and `config-update`
+//!
+//! [`models`]: a server's `<backup_directory>/.active-model.auto` names the model whose
+//! options replace the server's at every load (`config-switch`). [`changes`]: `config-update`'s
+//! JSON requests, Barman's changes queue and the `.barman.auto.conf` they are written to.
 
+pub mod changes;
 pub mod global;
 pub mod ini;
 pub mod interpolate;
+pub mod models;
 pub mod options;
 pub mod server;
 pub mod values;
@@ -168,6 +175,14 @@ pub enum ConfigError {
         location: Location,
         /// The name.
         name: String,
+    },
+    /// A model section without `cluster` (Barman: 'Parameter "cluster" is required', then exit).
+    #[error("{location}: parameter \"cluster\" is required in [{section}] section (a model names the cluster of the servers it applies to)")]
+    ModelWithoutCluster {
+        /// The model's header.
+        location: Location,
+        /// The model.
+        section: String,
     },
     /// A value Barman cannot proceed without parsing (`lock_directory_cleanup`, `model`).
     #[error("{location}: invalid value {value:?} for '{key}': {reason}")]
@@ -290,15 +305,17 @@ impl std::borrow::Borrow<str> for ServerName {
     }
 }
 
-/// A model section (`model = true`): named overrides a server may switch to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A model section (`model = true`): named overrides a server may switch to ([`models`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// Section name.
     pub name: String,
-    /// Its `cluster` (required by Barman), if set.
+    /// Its `cluster` (required; `None` when written empty or `None`, as Barman reads it).
     pub cluster: Option<String>,
     /// Keys and values as written (after interpolation), with locations.
     pub options: Vec<(String, String, Location)>,
+    /// The typed values it puts in place of a server's, by option name.
+    pub(crate) overrides: Vec<models::Override>,
 }
 
 /// The whole configuration, loaded and typed.
@@ -314,6 +331,9 @@ pub struct Config {
     pub servers: BTreeMap<ServerName, ServerConfig>,
     /// Model sections by name.
     pub models: BTreeMap<String, ModelConfig>,
+    /// Every section but `[barman]` as merged from all files: key, value after the per-file
+    /// interpolation pass, location. What `config-update` reports as an option's old value.
+    pub sections: BTreeMap<String, Vec<(String, String, Location)>>,
     /// Directories shared by two servers (Barman's `servers_msg_list`); shown by `check`.
     pub path_conflicts: Vec<String>,
     /// Everything tolerated but worth telling, in discovery order.
@@ -519,6 +539,33 @@ impl Config {
     pub fn server(&self, name: &str) -> Option<&ServerConfig> {
         self.servers.get(name)
     }
+
+    /// The model called `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.get(name)
+    }
+
+    /// Barman's `Config.get(section, key)`: the value a section sets for `key` (not inherited
+    /// from `[barman]`), quotes stripped; `None` when unset, empty or the literal `None`.
+    pub fn section_value(&self, section: &str, key: &str) -> Option<String> {
+        let entries = self.sections.get(section)?;
+        let (_, raw, _) = entries.iter().find(|e| e.0 == key)?;
+        let lookup = |n: &str| entries.iter().find(|e| e.0 == n).map(|e| e.1.as_str());
+        let text = interpolate::interpolate(raw, &lookup).unwrap_or_else(|_| raw.clone());
+        let text = server::strip_quotes(&text);
+        (!text.is_empty() && text != "None").then(|| text.to_owned())
+    }
+
+    /// `<barman_home>/.barman.auto.conf`, the file `config-update` writes and every load reads
+    /// last.
+    pub fn auto_conf_path(&self) -> PathBuf {
+        auto_conf_path(&self.global.barman_home.display().to_string())
+    }
+}
+
+/// `<barman_home>/.barman.auto.conf` as Barman's `global_config` builds it (no `~` expansion).
+fn auto_conf_path(barman_home: &str) -> PathBuf {
+    PathBuf::from(format!("{barman_home}/.barman.auto.conf"))
 }
 
 struct Loader<'a> {
@@ -560,7 +607,7 @@ impl Loader<'_> {
             }
         }
         let home_text = get_global(&self.store, "barman_home").map(|(h, _)| h);
-        let auto = PathBuf::from(format!("{}/.barman.auto.conf", home_text.as_deref().unwrap_or("None")));
+        let auto = auto_conf_path(home_text.as_deref().unwrap_or("None"));
         if self.fs.exists(&auto) {
             self.include(&auto, global_snapshot)?;
         }
@@ -584,6 +631,8 @@ impl Loader<'_> {
         let mut servers = BTreeMap::new();
         let mut models = BTreeMap::new();
         let sections = std::mem::take(&mut self.store.sections);
+        // Models first: a server applies its active model whichever section comes first.
+        let mut server_sections = Vec::new();
         for (name, header, entries) in &sections {
             if name == "barman" {
                 continue;
@@ -610,11 +659,16 @@ impl Loader<'_> {
                 })?;
                 if is_model {
                     self.unknown_keys(name, entries, options::allowed_in_model);
-                    let cluster = entries.iter().find(|e| e.0 == "cluster").map(|e| e.1.clone());
-                    models.insert(name.clone(), ModelConfig { name: name.clone(), cluster, options: entries.clone() });
+                    if !entries.iter().any(|e| e.0 == "cluster") {
+                        return Err(ConfigError::ModelWithoutCluster { location: header.clone(), section: name.clone() });
+                    }
+                    models.insert(name.clone(), models::build_model(name, entries, &mut self.warnings));
                     continue;
                 }
             }
+            server_sections.push((name, entries));
+        }
+        for (name, entries) in server_sections {
             self.unknown_keys(name, entries, options::allowed_in_server);
             let mut vars = HashMap::new();
             vars.insert("name".to_owned(), name.clone());
@@ -626,10 +680,19 @@ impl Loader<'_> {
                 if global.lock_directory_cleanup { "True" } else { "False" }.to_owned(),
             );
             let lookup = server::Lookup { section: entries, global: &barman, vars };
-            let settings = server::resolve(name, lookup, &mut self.warnings).map_err(|f| {
+            let mut settings = server::resolve(name, lookup, &mut self.warnings).map_err(|f| {
                 ConfigError::Interpolation { location: f.location, section: f.section, key: f.key, problem: f.problem }
             })?;
-            let cfg = ServerConfig::from_settings(name, settings, &mut self.warnings);
+            let active = models::find_active(self.fs, name, &settings, &models);
+            if let models::Active::Model(model) = active {
+                models::apply(&mut settings, model);
+            }
+            let mut cfg = ServerConfig::from_settings(name, settings, &mut self.warnings);
+            match active {
+                models::Active::None => {}
+                models::Active::Model(model) => cfg.active_model = Some(model.name.clone()),
+                models::Active::Refused(message) => cfg.disable_with(message),
+            }
             servers.insert(ServerName(name.clone()), cfg);
         }
         let path_conflicts = check_conflicting_paths(self.fs, &mut servers);
@@ -640,6 +703,7 @@ impl Loader<'_> {
             global,
             servers,
             models,
+            sections: sections.into_iter().filter(|s| s.0 != "barman").map(|(name, _, entries)| (name, entries)).collect(),
             path_conflicts,
             warnings: self.warnings,
         })

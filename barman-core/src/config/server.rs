@@ -7,13 +7,15 @@
 //! 3. the default of [`SERVER_OPTIONS`], whose `%(name)s` refers to the server name, the
 //!    global `barman_home`, or an option computed earlier.
 //!
+//! Then the server's active model, if any, replaces the options it sets (see [`super::models`]).
+//!
 //! A value that its parser refuses is *ignored with a warning* and the search goes on (so a bad
 //! `compression` in `[pg]` falls back to `[barman]`'s): that is Barman's behaviour and a bad value
 //! never stops other servers from working. An empty value (or the literal `None`) stops the
 //! search and leaves the option unset for free-text options; a few parsers (time intervals,
 //! sizes, `encryption = none`) treat it as "not written" instead.
 //!
-//! After the options, `ServerConfig::apply_server_rules` performs the checks Barman's `Server.__init__`
+//! After that, `ServerConfig::apply_server_rules` performs the checks Barman's `Server.__init__`
 //! makes from configuration alone (missing `conninfo`, streaming-only without `slot_name`,
 //! forcing `archiver = on`, `minimum_redundancy`, bandwidth limits, retention policies).
 //! Those that Barman reports in `barman check` go to [`ServerConfig::messages`] and disable the
@@ -40,6 +42,13 @@ pub enum Source {
     Global(Location),
     /// Barman's default.
     Default,
+    /// Put in place by the server's active model (see [`super::models`]).
+    Model {
+        /// The model.
+        model: String,
+        /// Where the model writes it.
+        location: Location,
+    },
 }
 
 /// One option after lookup: the typed value (`None` = unset) and its origin.
@@ -176,6 +185,8 @@ pub struct ServerConfig {
     pub xlogdb_directory: PathBuf,
     /// Problems found in the configuration that `barman check` reports; any makes `disabled`.
     pub messages: Vec<String>,
+    /// The model applied at load (`<backup_directory>/.active-model.auto`), if any.
+    pub active_model: Option<String>,
     /// Origin of each effective option, for `show-servers`/`diagnose`.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -529,6 +540,7 @@ impl ServerConfig {
             worm_mode: r.bool("worm_mode"),
             xlogdb_directory: r.path("xlogdb_directory"),
             messages: Vec::new(),
+            active_model: None,
             sources,
         };
         cfg.apply_server_rules(&r, warnings);

@@ -316,6 +316,95 @@ fn models_are_not_servers() {
     assert_eq!(warnings(&cfg), ["/etc/barman.conf:10: unknown option 'wals_directory' in [pg:dr] is ignored"]);
 }
 
+const MODELS: &str = "[pg]\nconninfo = host=old\narchiver = on\n\
+    [pg:new]\nmodel = true\ncluster = pg\nconninfo = host=new\ncompression = gzip\ndescription =\n\
+    [other:x]\nmodel = on\ncluster = other\nconninfo = host=other\n";
+const ACTIVE: &str = "/var/lib/barman/pg/.active-model.auto";
+
+#[test]
+fn the_active_model_is_applied_at_load() {
+    let cfg = load_ok(&[("/etc/barman.conf", &format!("{HEAD}{MODELS}")), (ACTIVE, "pg:new\n")]);
+    let pg = cfg.server("pg").expect("server");
+    assert_eq!(pg.active_model.as_deref(), Some("pg:new"));
+    assert_eq!(pg.conninfo.as_deref(), Some("host=new"));
+    assert_eq!(pg.compression, Some(Compression::Gzip));
+    // Computed from the server's own conninfo before the model applied, as in Barman.
+    assert_eq!(pg.streaming_conninfo.as_deref(), Some("host=old"));
+    // An empty model value overrides nothing.
+    assert_eq!(pg.description, None);
+    assert_eq!(
+        pg.source("conninfo"),
+        Some(&Source::Model { model: "pg:new".into(), location: Location::new("/etc/barman.conf", 9) })
+    );
+    assert!(!pg.disabled, "{:?}", pg.messages);
+    assert_eq!(cfg.models["pg:new"].override_keys().collect::<Vec<_>>(), ["compression", "conninfo"]);
+
+    // No file, or an empty one: the server's own settings.
+    for files in [vec![], vec![(ACTIVE, " \n")]] {
+        let mut all = vec![("/etc/barman.conf", format!("{HEAD}{MODELS}"))];
+        all.extend(files.into_iter().map(|(p, t)| (p, t.to_owned())));
+        let refs: Vec<(&str, &str)> = all.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let cfg = load_ok(&refs);
+        let pg = cfg.server("pg").expect("server");
+        assert_eq!((pg.active_model.as_deref(), pg.conninfo.as_deref()), (None, Some("host=old")));
+    }
+}
+
+#[test]
+fn a_model_the_server_cannot_take_disables_it() {
+    let cfg = load_ok(&[("/etc/barman.conf", &format!("{HEAD}{MODELS}")), (ACTIVE, "gone")]);
+    let pg = cfg.server("pg").expect("server");
+    assert!(pg.disabled && pg.active_model.is_none());
+    assert_eq!(
+        pg.messages,
+        ["Model 'gone' is set as the active model for the server 'pg' but the model does not exist."]
+    );
+    let cfg = load_ok(&[("/etc/barman.conf", &format!("{HEAD}{MODELS}")), (ACTIVE, "other:x")]);
+    let pg = cfg.server("pg").expect("server");
+    assert!(pg.disabled);
+    assert_eq!(pg.conninfo.as_deref(), Some("host=old"));
+    assert_eq!(
+        pg.messages,
+        ["Model 'other:x' has 'cluster=other', which is not compatible with 'cluster=pg' from server 'pg'"]
+    );
+}
+
+#[test]
+fn server_checks_judge_the_effective_values() {
+    // No conninfo of its own: the model's makes the server usable.
+    let text = format!("{HEAD}[pg]\narchiver = on\n[pg:new]\nmodel = true\ncluster = pg\nconninfo = host=new\nbackup_options = nonsense\n");
+    let cfg = load_ok(&[("/etc/barman.conf", &text)]);
+    assert!(cfg.server("pg").expect("server").disabled);
+    let cfg = load_ok(&[("/etc/barman.conf", &text), (ACTIVE, "pg:new")]);
+    let pg = cfg.server("pg").expect("server");
+    assert!(!pg.disabled, "{:?}", pg.messages);
+    // A model value its parser refuses is a warning and overrides nothing.
+    assert!(warnings(&cfg).iter().any(|w| w.contains("'backup_options' in [pg:new] is ignored")), "{:?}", warnings(&cfg));
+    assert_eq!(cfg.models["pg:new"].override_keys().collect::<Vec<_>>(), ["conninfo"]);
+}
+
+#[test]
+fn switching_checks_the_cluster_and_the_active_model() {
+    let cfg = load_ok(&[("/etc/barman.conf", &format!("{HEAD}{MODELS}")), (ACTIVE, "pg:new")]);
+    let pg = cfg.server("pg").expect("server");
+    assert_eq!(cfg.models["pg:new"].check_switch(pg), Ok(models::Switch::AlreadyActive));
+    assert_eq!(
+        cfg.models["other:x"].check_switch(pg).map_err(|e| e.to_string()),
+        Err("Model 'other:x' has 'cluster=other', which is not compatible with 'cluster=pg' from server 'pg'".to_owned())
+    );
+    let cfg = load_ok(&[("/etc/barman.conf", &format!("{HEAD}{MODELS}"))]);
+    assert_eq!(cfg.models["pg:new"].check_switch(cfg.server("pg").expect("server")), Ok(models::Switch::Apply));
+}
+
+#[test]
+fn a_model_needs_a_cluster() {
+    let e = load(&[("/etc/barman.conf", &format!("{HEAD}[m]\nmodel = on\nconninfo = x\n"))]).expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "/etc/barman.conf:3: parameter \"cluster\" is required in [m] section (a model names the cluster of the servers it applies to)"
+    );
+}
+
 mod proptests {
     use super::*;
     use proptest::prelude::*;

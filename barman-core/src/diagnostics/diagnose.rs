@@ -96,7 +96,7 @@ pub fn diagnose(config: &Config, servers: &[ServerDiagnosis<'_>], version: &str,
         out_servers.insert(
             cfg.name.clone(),
             json!({
-                "active_model": null,
+                "active_model": cfg.active_model,
                 "backups": backups,
                 "config": to_json(config_values(cfg)),
                 "msg_list": cfg.messages,

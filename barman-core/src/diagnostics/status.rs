@@ -43,7 +43,7 @@ pub fn status_rows(cfg: &ServerConfig, live: &LiveFacts, catalog: &CatalogView) 
     }
     push("active", "Active", py_bool(cfg.active));
     push("disabled", "Disabled", py_bool(cfg.disabled));
-    push("active_model", "Active configuration model", "None".to_owned());
+    push("active_model", "Active configuration model", cfg.active_model.clone().unwrap_or_else(|| "None".to_owned()));
     if !cfg.is_passive() {
         if let Some(pg) = &live.postgres {
             match &pg.server_txt_version {
@@ -496,7 +496,7 @@ pub fn show_values(cfg: &ServerConfig, live: &LiveFacts, catalog: &CatalogView, 
         None => "None".to_owned(),
     };
     m.insert("last_backup_maximum_age".to_owned(), ShowValue::Text(age));
-    m.insert("active_model".to_owned(), ShowValue::None);
+    m.insert("active_model".to_owned(), ShowValue::opt_text(cfg.active_model.clone()));
     m
 }
 
