@@ -7,7 +7,8 @@
 //! * files go through rsync with that command as its transport (Barman's `RsyncPgData`:
 //!   `rsync -rLKpts --delete-excluded --inplace -e '<ssh command>'`, `-z` with
 //!   `network_compression`, `--bwlimit` when limited), retried `basebackup_retry_times` times:
-//!   [`Rsync`]. Exit 24 (files vanished) is success, and so is 23 when every error line is a
+//!   [`Rsync`]; or, for `backup_method = local-rsync` (Barman on the database host), with no
+//!   transport at all, the source paths being local ([`Rsync::local`]). Exit 24 (files vanished) is success, and so is 23 when every error line is a
 //!   file that vanished or shrank while it was read (Barman's `VANISHED_RE`): PostgreSQL drops
 //!   and truncates files during a backup, and the WAL replay puts them right.
 //!
@@ -156,8 +157,9 @@ struct Pipes {
 /// How rsync reaches the other host, and what every run shares.
 #[derive(Debug, Clone)]
 pub struct Rsync {
-    /// `ssh_command` (`-e`).
-    pub ssh_command: String,
+    /// `ssh_command` (`-e`); `None` copies between local paths (Barman's local mode, where
+    /// `RsyncPgData` gets no `ssh`).
+    pub ssh_command: Option<String>,
     /// `network_compression`: `-z`.
     pub network_compression: bool,
     /// Extra attempts for a failed run (`basebackup_retry_times`).
@@ -172,7 +174,7 @@ impl Rsync {
     /// Settings for runs over `ssh_command`, with a fresh [`ChildSet`].
     pub fn new(ssh_command: &str, network_compression: bool, retry_times: u32, retry_sleep: Duration) -> Rsync {
         Rsync {
-            ssh_command: ssh_command.to_owned(),
+            ssh_command: Some(ssh_command.to_owned()),
             network_compression,
             retry_times,
             retry_sleep,
@@ -180,12 +182,30 @@ impl Rsync {
         }
     }
 
-    /// One rsync run, `rsync -rLKpts --delete-excluded --inplace -e <ssh> [-z] <args>
+    /// Settings for runs between local paths (no `-e`), with a fresh [`ChildSet`]: Barman's
+    /// local mode. `network_compression` still adds `-z`, as Barman passes it regardless.
+    pub fn local(network_compression: bool, retry_times: u32, retry_sleep: Duration) -> Rsync {
+        Rsync { ssh_command: None, network_compression, retry_times, retry_sleep, children: Arc::default() }
+    }
+
+    /// `path` as a source on the PostgreSQL host: `:<path>` through the ssh transport, the
+    /// path itself in local mode (Barman's `RsyncBackupExecutor._format_src`).
+    pub fn source(&self, path: &str) -> String {
+        match self.ssh_command {
+            Some(_) => format!(":{path}"),
+            None => path.to_owned(),
+        }
+    }
+
+    /// One rsync run, `rsync -rLKpts --delete-excluded --inplace [-e <ssh>] [-z] <args>
     /// [--bwlimit=N]`, with `stdin` fed to it (`--files-from=-`); retried as configured.
     /// Returns its standard output.
     pub fn run(&self, args: &[String], stdin: Option<&str>, bwlimit: Option<u64>) -> Result<String, SshError> {
         let mut cmd = Command::new("rsync");
-        cmd.args(["-rLKpts", "--delete-excluded", "--inplace", "-e", &self.ssh_command]);
+        cmd.args(["-rLKpts", "--delete-excluded", "--inplace"]);
+        if let Some(ssh) = &self.ssh_command {
+            cmd.args(["-e", ssh]);
+        }
         if self.network_compression {
             cmd.arg("-z");
         }
@@ -352,7 +372,9 @@ mod tests {
     fn runs_rsync_and_reports_failures() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"abc").unwrap();
-        let rsync = Rsync::new("ssh", false, 0, Duration::ZERO);
+        let rsync = Rsync::local(false, 0, Duration::ZERO);
+        assert_eq!(rsync.source("/pg/data/"), "/pg/data/");
+        assert_eq!(Rsync::new("ssh pg", false, 0, Duration::ZERO).source("/pg/data/"), ":/pg/data/");
         let list = rsync.run(&["--list-only".into(), format!("{}/", dir.path().display())], None, None).unwrap();
         assert!(list.lines().any(|l| l.ends_with(" a")), "{list}");
         let err = rsync.run(&["--list-only".into(), "/nonexistent/dir/".into()], None, None).unwrap_err();

@@ -6,6 +6,10 @@
 //! rsync jobs; then a second one with `reuse_backup = link`, which must share the inodes of the
 //! unchanged files with the first; both restored (the second with its tablespace relocated) and
 //! started, their tablespace relocated, with every row written before the end of the archived WAL.
+//!
+//! `backup_method = local-rsync` (Barman on the database host: rsync reads the cluster's
+//! directories directly, no sshd): `check` without `ssh`, two backups (the second linked to
+//! the first), the second restored and started; and the refusal of an `ssh_command`.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -153,5 +157,64 @@ pg_test!(rsync_backup_under_writes_and_reuse_link, |major| {
         let location = restored.sql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'tbs'")?;
         ensure!(location == restored.root_dir().join("tbs-restored").display().to_string(), "{location}");
     }
+    Ok(())
+});
+
+/// Barman's message when `local-rsync` is given an `ssh_command` (the server is disabled).
+const LOCAL_WITH_SSH: &str = "Local copy requires ssh_command in barman configuration to be empty for server pg";
+
+pg_test!(local_rsync_backup_restores, |major| {
+    let pg = Cluster::start(ClusterOptions::new(major))?;
+
+    // An ssh_command disables the server, as Barman's local mode does: check says why and no
+    // backup starts.
+    let refused = BarmanSite::new(&pg, &["backup_method = local-rsync", "ssh_command = ssh postgres@localhost"])?;
+    let r = refused.run(&["check", "pg"])?;
+    ensure!(r.code != 0 && r.stdout.contains("\tconfiguration: FAILED") && r.stdout.contains(LOCAL_WITH_SSH), "{r}");
+    ensure!(!r.stdout.contains("local PGDATA") && !r.stdout.contains("\tssh"), "{r}");
+    let r = refused.run(&["backup", "pg"])?;
+    ensure!(r.code != 0 && r.stderr.contains(LOCAL_WITH_SSH), "{r}");
+    ensure!(refused.backup_ids().map_or(true, |ids| ids.is_empty()), "no backup was started");
+
+    let site = BarmanSite::new(
+        &pg,
+        &["backup_method = local-rsync", "backup_options = concurrent_backup", "reuse_backup = link", "immediate_checkpoint = true"],
+    )?;
+    let r = site.run(&["receive-wal", "--create-slot", "pg"])?;
+    ensure!(r.code == 0, "{r}");
+    let _receiver = site.spawn(&["receive-wal", "pg"])?;
+    pg.switch_wal()?;
+    pg.create_tablespace("tbs")?;
+    pg.sql("CREATE TABLE t (id serial PRIMARY KEY, v text) TABLESPACE tbs; INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 1000) g")?;
+    wait_for("barman check to pass", || Ok(site.run(&["archive-wal", "pg"])?.code == 0 && site.run(&["check", "pg"])?.code == 0))?;
+    let r = site.run(&["check", "pg"])?;
+    ensure!(r.stdout.contains("\tlocal PGDATA: OK") && !r.stdout.contains("\tssh") && !r.stdout.contains("unsupported options"), "{r}");
+
+    let first = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(first.code == 0, "{first}");
+    for line in ["Starting backup using rsync-concurrent method for server pg in ", "Starting backup copy via local rsync for ", "Backup completed"] {
+        ensure!(first.stdout.contains(line), "{line:?} in\n{first}");
+    }
+    let ids = site.backup_ids()?;
+    ensure!(ids.len() == 1, "{ids:?}");
+    let info = backup_info(&site, &ids[0])?;
+    ensure!(field(&info, "status") == Some("DONE") && field(&info, "mode") == Some("rsync-concurrent"), "{info}");
+
+    // The second backup shares the unchanged files with the first; its --wait brings the WAL
+    // of the last rows into the archive.
+    pg.sql("INSERT INTO t (v) VALUES ('before the second backup')")?;
+    let second = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    ensure!(second.code == 0 && second.stdout.contains("deduplication ratio)."), "{second}");
+    let ids = site.backup_ids()?;
+    ensure!(ids.len() == 2, "{ids:?}");
+    let base = site.server_dir().join("base");
+    let inode = |p: &Path| -> anyhow::Result<u64> { Ok(std::fs::metadata(p)?.ino()) };
+    ensure!(inode(&base.join(&ids[0]).join("data/PG_VERSION"))? == inode(&base.join(&ids[1]).join("data/PG_VERSION"))?, "PG_VERSION is shared");
+    ensure!(field(&backup_info(&site, &ids[1])?, "status") == Some("DONE"));
+
+    let expected = pg.sql("SELECT count(*) FROM t")?;
+    let restored = restore(&site, major, &ids[1])?;
+    ensure!(restored.sql("SELECT count(*) FROM t")? == expected, "rows of t");
+    ensure!(restored.sql("SELECT v FROM t ORDER BY id DESC LIMIT 1")? == "before the second backup");
     Ok(())
 });

@@ -214,9 +214,9 @@ fn backup_one(
             None => return Ok(()),
         },
     };
-    if !matches!(server.backup_method, BackupMethod::Postgres | BackupMethod::Rsync) {
+    if !matches!(server.backup_method, BackupMethod::Postgres | BackupMethod::Rsync | BackupMethod::LocalRsync) {
         out.error(&format!(
-            "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres or rsync",
+            "backup_method = {} is not implemented yet in barman-rs (server '{name}'); use backup_method = postgres, rsync or local-rsync",
             server.backup_method
         ));
         return Ok(());
@@ -279,7 +279,7 @@ fn backup_one(
         bandwidth_limit,
     };
     let rsync = match server.backup_method {
-        BackupMethod::Rsync => match RsyncBackupRequest::from_config(server, catalog.clone(), &rsync_overrides(args)?) {
+        BackupMethod::Rsync | BackupMethod::LocalRsync => match RsyncBackupRequest::from_config(server, catalog.clone(), &rsync_overrides(args)?) {
             Ok(r) => Some(r),
             Err(e) => {
                 out.error(&format!("Impossible to start the backup: {e}"));
@@ -288,8 +288,8 @@ fn backup_one(
         },
         _ => None,
     };
-    // Barman prints the copy's jobs, and the deduplication with `reuse_backup = link`.
-    let rsync_jobs = rsync.as_ref().map(|r| r.jobs);
+    // Barman prints the copy's transport and jobs, and the deduplication with `reuse_backup = link`.
+    let rsync_copy = rsync.as_ref().map(|r| (r.copy_via(), r.jobs));
     let deduplication_line = rsync.as_ref().is_some_and(|r| r.reuse == ReuseBackup::Link);
     let primary = PrimaryOptions::from_config(server);
 
@@ -326,7 +326,7 @@ fn backup_one(
         if deduplication_line && matches!(notice, BackupNotice::Size { .. }) {
             return; // printed with the on-disk size once the backup returns
         }
-        let line = notice_line(name, rsync_jobs, &notice);
+        let line = notice_line(name, rsync_copy, &notice);
         if held.is_empty() && !matches!(notice, BackupNotice::Size { .. } | BackupNotice::EndLsn { .. }) {
             out.info(&line);
         } else {
@@ -535,20 +535,21 @@ fn split_failure(reason: &str) -> (&str, &str) {
 }
 
 /// The line Barman prints for each step.
-/// `rsync_jobs` is `parallel_jobs` for `backup_method = rsync`, `None` for postgres.
-fn notice_line(server: &str, rsync_jobs: Option<usize>, notice: &BackupNotice) -> String {
+/// `rsync_copy` is how the copy goes (`rsync/SSH`, `local rsync`) and `parallel_jobs` for
+/// `backup_method = rsync` or `local-rsync`, `None` for postgres.
+fn notice_line(server: &str, rsync_copy: Option<(&str, usize)>, notice: &BackupNotice) -> String {
     match notice {
         BackupNotice::Starting { dir, .. } => {
-            let mode = if rsync_jobs.is_some() { barman_core::backup::rsync::MODE } else { "postgres" };
+            let mode = if rsync_copy.is_some() { barman_core::backup::rsync::MODE } else { "postgres" };
             format!("Starting backup using {mode} method for server {server} in {}", dir.display())
         }
         BackupNotice::StartLsn { lsn, wal, offset } => format!("Backup start at LSN: {lsn} ({wal}, {offset:08X})"),
-        BackupNotice::CopyStarted(id) => match rsync_jobs {
+        BackupNotice::CopyStarted(id) => match rsync_copy {
             None => format!("Starting backup copy via native streaming for {id}"),
-            Some(1) => format!("Starting backup copy via rsync/SSH for {id}"),
-            Some(n) => format!("Starting backup copy via rsync/SSH for {id} ({n} jobs)"),
+            Some((via, 1)) => format!("Starting backup copy via {via} for {id}"),
+            Some((via, n)) => format!("Starting backup copy via {via} for {id} ({n} jobs)"),
         },
-        BackupNotice::Finalising if rsync_jobs.is_some() => "Asking PostgreSQL server to finalize the backup.".into(),
+        BackupNotice::Finalising if rsync_copy.is_some() => "Asking PostgreSQL server to finalize the backup.".into(),
         BackupNotice::CopyDone { seconds } => {
             format!("Copy done (time: {})", human_duration(Duration::from_secs_f64(seconds.max(0.0)), false))
         }

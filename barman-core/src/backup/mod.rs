@@ -8,7 +8,8 @@
 //! * [`stall`] tells a frozen BASE_BACKUP stream from a server busy saying nothing.
 //! * [`standby`] is what a backup from a standby adds: WAL switches on its primary.
 //! * [`rsync`] takes one with rsync over ssh between `pg_backup_start` and `pg_backup_stop`
-//!   (`backup_method = rsync`), from the server [`facts`] it shares with [`streaming`].
+//!   (`backup_method = rsync`), or with a local rsync on the database host
+//!   (`backup_method = local-rsync`), from the server [`facts`] it shares with [`streaming`].
 //! * [`catalog_entry`] opens, fills and closes a backup's entry in the catalog for both.
 //! * [`manifest`] checks a backup against its `backup_manifest` (`verify-backup`) and writes
 //!   one for a backup that has none (`generate-manifest`).

@@ -16,8 +16,9 @@
 //! sizes, `encryption = none`) treat it as "not written" instead.
 //!
 //! After that, `ServerConfig::apply_server_rules` performs the checks Barman's `Server.__init__`
-//! makes from configuration alone (missing `conninfo`, streaming-only without `slot_name`,
-//! forcing `archiver = on`, `minimum_redundancy`, bandwidth limits, retention policies).
+//! makes from configuration alone (`local-rsync` with an `ssh_command`, missing `conninfo`,
+//! streaming-only without `slot_name`, forcing `archiver = on`, `minimum_redundancy`, bandwidth
+//! limits, retention policies).
 //! Those that Barman reports in `barman check` go to [`ServerConfig::messages`] and disable the
 //! server; the others are warnings.
 
@@ -573,6 +574,16 @@ impl ServerConfig {
             warnings.push(ConfigWarning::Server { server: name.clone(), message });
         };
         if !self.is_passive() {
+            // Barman's RsyncBackupExecutor in local mode refuses an ssh_command (before the
+            // other rules: its BackupManager is made first).
+            if self.backup_method == BackupMethod::LocalRsync
+                && self.ssh_command.as_deref().is_some_and(|c| !c.trim().is_empty())
+            {
+                self.disable_with(format!(
+                    "Local copy requires ssh_command in barman configuration to be empty for server {}",
+                    self.name
+                ));
+            }
             if self.conninfo.is_none() {
                 self.disable_with(format!(
                     "PostgreSQL connection: Missing 'conninfo' parameter for server '{}'",

@@ -157,10 +157,13 @@ pub async fn run(
         let ssh = tokio::task::spawn_blocking(move || crate::sync::passive::ssh_check(&passive)).await.unwrap_or_default();
         let at = results.iter().position(|r| r.name == "minimum redundancy requirements").map_or(results.len(), |i| i + 1);
         results.splice(at..at, ssh);
-    } else if cfg.backup_method == BackupMethod::Rsync {
-        // So is the rsync executor's (ssh to the PostgreSQL host).
+    } else if matches!(cfg.backup_method, BackupMethod::Rsync | BackupMethod::LocalRsync) {
+        // So is the rsync executor's (ssh to the PostgreSQL host, or its local PGDATA).
         let server = cfg.clone();
-        let ssh = tokio::task::spawn_blocking(move || crate::backup::rsync::ssh_check(&server)).await.unwrap_or_default();
+        let pgdata = live.postgres.as_ref().and_then(|p| p.setting("data_directory")).map(str::to_owned);
+        let ssh = tokio::task::spawn_blocking(move || crate::backup::rsync::executor_checks(&server, pgdata.as_deref()))
+            .await
+            .unwrap_or_default();
         let at = results.iter().position(|r| r.name == "minimum redundancy requirements").map_or(results.len(), |i| i + 1);
         results.splice(at..at, ssh);
     }
@@ -216,7 +219,7 @@ fn epoch(t: SystemTime) -> f64 {
 /// The options barman-rs does not implement, with what is set (empty when all is well).
 pub fn unsupported_options(cfg: &ServerConfig) -> Vec<String> {
     let mut out = Vec::new();
-    if !matches!(cfg.backup_method, BackupMethod::Postgres | BackupMethod::Rsync) {
+    if !matches!(cfg.backup_method, BackupMethod::Postgres | BackupMethod::Rsync | BackupMethod::LocalRsync) {
         out.push(format!("backup_method = {}", cfg.backup_method));
     }
     if let Some(e) = cfg.encryption {
@@ -766,13 +769,31 @@ mod tests {
 
     #[test]
     fn empty_catalog_and_unsupported_options() {
-        let cfg = server("backup_method = local-rsync\nminimum_redundancy = 1\n");
+        let cfg = server("backup_method = snapshot\nminimum_redundancy = 1\n");
         let got = lines(&evaluate(&cfg, &good_facts(), &CatalogView::default(), &ctx()));
         assert_eq!(got[0], "WAL archive: FAILED (please make sure WAL shipping is setup)");
-        assert!(got.contains(&"unsupported options: FAILED (not implemented by barman-rs: backup_method = local-rsync)".to_owned()));
+        assert!(got.contains(&"unsupported options: FAILED (not implemented by barman-rs: backup_method = snapshot)".to_owned()));
         assert!(got.contains(&"minimum redundancy requirements: FAILED (have 0 non-incremental backups, expected at least 1)".to_owned()));
         assert!(got.contains(&"systemid coherence: OK (no system Id stored on disk)".to_owned()));
         assert!(!got.iter().any(|l| l.starts_with("pg_basebackup")));
+    }
+
+    #[test]
+    fn local_rsync_is_supported_without_ssh_command() {
+        let cfg = server("backup_method = local-rsync\n");
+        assert!(!cfg.disabled);
+        let got = evaluate(&cfg, &good_facts(), &good_catalog(), &ctx());
+        assert!(!got.iter().any(|r| r.name == "unsupported options" || r.name == "configuration"), "{got:#?}");
+
+        // Barman's local mode refuses an ssh_command: the server is disabled, and says why.
+        let cfg = server("backup_method = local-rsync\nssh_command = ssh postgres@pg\n");
+        assert!(cfg.disabled);
+        let got = evaluate(&cfg, &good_facts(), &good_catalog(), &ctx());
+        let c = got.iter().find(|r| r.name == "configuration").expect("configuration");
+        assert_eq!(
+            (c.ok, c.details.clone()),
+            (false, vec!["Local copy requires ssh_command in barman configuration to be empty for server pg".to_owned()])
+        );
     }
 
     #[test]

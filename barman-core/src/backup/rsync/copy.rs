@@ -1,7 +1,8 @@
 //! The copy itself, as Barman's `RsyncCopyController` (`barman/copy_controller.py`) does it.
 //!
 //! Each directory (every tablespace, then PGDATA) is first *analysed*: the source is listed over
-//! ssh (`rsync --list-only -r`, with the item's filters), and so is the reference directory of the
+//! ssh, or locally for `backup_method = local-rsync` ([`Rsync::source`]; `rsync --list-only -r`,
+//! with the item's filters), and so is the reference directory of the
 //! previous backup when `reuse_backup` is `link` or `copy`. Each file then goes to one of two
 //! lists:
 //!
@@ -34,7 +35,7 @@ use crate::ssh::{share_out, Rsync, SshError};
 pub(crate) struct DirItem {
     /// `pgdata` or the tablespace's name: how the statistics name it.
     pub label: String,
-    /// The directory on the PostgreSQL host.
+    /// The directory on the PostgreSQL host (this host in local mode).
     pub src: String,
     /// Where it goes (made beforehand).
     pub dst: PathBuf,
@@ -239,7 +240,7 @@ pub(crate) fn copy(plan: &CopyPlan, rsync: &Rsync) -> Result<CopyOutcome, CopyEr
                 }
             },
         };
-        let source = list(rsync, &item.label, &item.filters, &format!(":{}/", item.src))?;
+        let source = list(rsync, &item.label, &item.filters, &rsync.source(&format!("{}/", item.src)))?;
         let analysis = classify(source, ref_hash.as_ref(), plan.safe_horizon);
         // The directories first, with their modes.
         let mut dir_list: String = analysis.dirs.iter().map(|d| format!("{d}\n")).collect();
@@ -248,7 +249,7 @@ pub(crate) fn copy(plan: &CopyPlan, rsync: &Rsync) -> Result<CopyOutcome, CopyEr
         }
         let mut args = vec!["--no-recursive".to_owned(), "--dirs".to_owned()];
         args.extend(item.filters.iter().cloned());
-        args.extend(["--files-from=-".to_owned(), format!(":{}/", item.src), format!("{}/", item.dst.display())]);
+        args.extend(["--files-from=-".to_owned(), rsync.source(&format!("{}/", item.src)), format!("{}/", item.dst.display())]);
         rsync.run(&args, Some(&dir_list), None).map_err(fail)?;
         stats.analysis.push(Some((start, t0.elapsed())));
 
@@ -263,7 +264,7 @@ pub(crate) fn copy(plan: &CopyPlan, rsync: &Rsync) -> Result<CopyOutcome, CopyEr
                     args.push("--checksum".to_owned());
                 }
                 args.extend(item.filters.iter().cloned());
-                args.extend(["--files-from=-".to_owned(), format!(":{}/", item.src), format!("{}/", item.dst.display())]);
+                args.extend(["--files-from=-".to_owned(), rsync.source(&format!("{}/", item.src)), format!("{}/", item.dst.display())]);
                 let stdin: String = bucket.iter().map(|p| format!("{p}\n")).collect();
                 jobs.push(Job { item: idx, args, stdin: Some(stdin), bwlimit: item.bwlimit });
             }
@@ -281,7 +282,7 @@ pub(crate) fn copy(plan: &CopyPlan, rsync: &Rsync) -> Result<CopyOutcome, CopyEr
         if file.optional {
             args.push("--ignore-missing-args".to_owned());
         }
-        args.extend([format!(":{}", file.src), file.dst.clone()]);
+        args.extend([rsync.source(&file.src), file.dst.clone()]);
         last.push(Job { item: idx, args, stdin: None, bwlimit: None });
     }
     for job in last {

@@ -3,6 +3,12 @@
 //! `RsyncBackupExecutor` with its `LocalConcurrentBackupStrategy` (`barman/backup_executor.py`),
 //! `mode=rsync-concurrent` in backup.info.
 //!
+//! `backup_method = local-rsync` is the same executor in Barman's *local mode*, for a Barman
+//! that runs on the database host: `ssh_command` must be empty, rsync copies from the local
+//! paths PostgreSQL reports (no `-e`, no `:` before the sources), and `barman check` looks at
+//! the local PGDATA instead of ssh ([`executor_checks`]). Everything else, backup.info's `mode`
+//! included, is the rsync method's.
+//!
 //! The life of a backup:
 //!
 //! 1. take `.<server>-backup.lock`; pick the ID; `meta/<ID>-backup.info` with status `EMPTY`;
@@ -58,7 +64,8 @@ use super::facts::{parse_pg_timestamp, read_facts, sql_literal, sql_one, sql_row
 use super::standby::{primary_for_backup, Primary, PrimaryOptions};
 use super::streaming::{BackupError, BackupNotice};
 use crate::catalog::{BackupId, BackupInfo, BackupStatus, ServerCatalog};
-use crate::config::{ReuseBackup, ServerConfig};
+use crate::config::{BackupMethod, ReuseBackup, ServerConfig};
+use crate::diagnostics::checks::CheckResult;
 use crate::hooks::HookSet;
 use crate::ssh::{ChildSet, Rsync};
 use crate::storage::durable::{atomic_write, fsync_dir, FILE_MODE};
@@ -100,8 +107,9 @@ pub struct RsyncBackupRequest {
     pub server: String,
     /// `conninfo`: the session that starts and stops the backup.
     pub conninfo: String,
-    /// `ssh_command`: how rsync reaches the PostgreSQL host.
-    pub ssh_command: String,
+    /// `ssh_command`: how rsync reaches the PostgreSQL host; `None` for `local-rsync`, which
+    /// reads the PostgreSQL host's paths directly.
+    pub ssh_command: Option<String>,
     /// The catalog to write into.
     pub catalog: ServerCatalog,
     /// `backup --name`.
@@ -162,6 +170,10 @@ pub enum RsyncConfigError {
     /// No `ssh_command` (Barman disables the server with this message).
     #[error("Missing or invalid ssh_command in barman configuration for server {0}")]
     NoSshCommand(String),
+    /// `backup_method = local-rsync` with an `ssh_command` (Barman disables the server with
+    /// this message).
+    #[error("Local copy requires ssh_command in barman configuration to be empty for server {0}")]
+    LocalWithSshCommand(String),
     /// No `conninfo`.
     #[error("missing 'conninfo' for server '{0}'")]
     NoConninfo(String),
@@ -177,15 +189,17 @@ pub enum RsyncConfigError {
 }
 
 impl RsyncBackupRequest {
-    /// The request for `server`, as Barman's `RsyncBackupExecutor` reads its configuration,
-    /// with `overrides` from the command line.
+    /// The request for `server` (`backup_method = rsync` or `local-rsync`), as Barman's
+    /// `RsyncBackupExecutor` reads its configuration, with `overrides` from the command line.
     pub fn from_config(server: &ServerConfig, catalog: ServerCatalog, overrides: &RsyncOverrides) -> Result<Self, RsyncConfigError> {
         let name = &server.name;
-        let ssh_command = server
-            .ssh_command
-            .clone()
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| RsyncConfigError::NoSshCommand(name.clone()))?;
+        let configured = server.ssh_command.clone().filter(|s| !s.trim().is_empty());
+        let ssh_command = match (server.backup_method == BackupMethod::LocalRsync, configured) {
+            (false, Some(c)) => Some(c),
+            (false, None) => return Err(RsyncConfigError::NoSshCommand(name.clone())),
+            (true, None) => None,
+            (true, Some(_)) => return Err(RsyncConfigError::LocalWithSshCommand(name.clone())),
+        };
         let conninfo = server.conninfo.clone().ok_or_else(|| RsyncConfigError::NoConninfo(name.clone()))?;
         if server.backup_compression.is_some() {
             return Err(RsyncConfigError::Compression);
@@ -225,21 +239,68 @@ impl RsyncBackupRequest {
             primary: PrimaryOptions::from_config(server),
         })
     }
+
+    /// How Barman's "Starting backup copy via … for <ID>" names the copy
+    /// (`RsyncBackupExecutor._start_backup_copy_message`).
+    pub fn copy_via(&self) -> &'static str {
+        match self.ssh_command {
+            Some(_) => "rsync/SSH",
+            None => "local rsync",
+        }
+    }
 }
 
-/// Barman's `ExternalBackupExecutor._remote_check` for `barman check` (and the silent checks
-/// before `barman backup`): [`crate::ssh::ssh_checks`] on `ssh_command`, which reaches the
-/// PostgreSQL host; without one, `ssh` fails with Barman's message.
-pub fn ssh_check(cfg: &ServerConfig) -> Vec<crate::diagnostics::checks::CheckResult> {
+/// The rsync executor's checks for `barman check` (and the silent checks before `barman
+/// backup`), Barman's `ExternalBackupExecutor.check`: `ssh_check` for `backup_method =
+/// rsync`; for `local-rsync`, `local_pgdata_check` on `data_directory` as PostgreSQL reports
+/// it (none when PostgreSQL did not: its own checks fail then), and none at all when an
+/// `ssh_command` is set — Barman then has no executor, and its `configuration` check reports
+/// the server disabled ([`RsyncConfigError::LocalWithSshCommand`]).
+pub fn executor_checks(cfg: &ServerConfig, data_directory: Option<&str>) -> Vec<CheckResult> {
+    if cfg.backup_method != BackupMethod::LocalRsync {
+        return ssh_check(cfg);
+    }
+    if cfg.ssh_command.as_deref().is_some_and(|c| !c.trim().is_empty()) {
+        return Vec::new();
+    }
+    data_directory.map(|d| local_pgdata_check(Path::new(d))).into_iter().collect()
+}
+
+/// Barman's `ExternalBackupExecutor._remote_check`: [`crate::ssh::ssh_checks`] on
+/// `ssh_command`, which reaches the PostgreSQL host; without one, `ssh` fails with Barman's
+/// message.
+fn ssh_check(cfg: &ServerConfig) -> Vec<CheckResult> {
     match cfg.ssh_command.as_deref().filter(|c| !c.trim().is_empty()) {
         Some(command) => crate::ssh::ssh_checks(command, "PostgreSQL server"),
-        None => vec![crate::diagnostics::checks::CheckResult {
+        None => vec![CheckResult {
             name: "ssh".to_owned(),
             ok: false,
             hint: Some(RsyncConfigError::NoSshCommand(cfg.name.clone()).to_string()),
             perfdata: None,
             details: Vec::new(),
         }],
+    }
+}
+
+/// Barman's `ExternalBackupExecutor._local_check`: `local PGDATA`, `OK (Access to local
+/// PGDATA)` when `pgdata` is a directory this process can list.
+///
+/// Deliberate difference: Barman's check always passes (only its hint changes, to "A file with
+/// the same name exists, but is not a directory" for a file); this one fails whenever the copy
+/// could not read the directory — missing, not a directory, or not readable by the user
+/// barman-rs runs as — so that `backup` refuses to start rather than failing in the copy.
+fn local_pgdata_check(pgdata: &Path) -> CheckResult {
+    let failure = match std::fs::metadata(pgdata) {
+        Ok(m) if !m.is_dir() => Some("A file with the same name exists, but is not a directory".to_owned()),
+        Ok(_) => std::fs::read_dir(pgdata).err().map(|e| format!("cannot read {}: {e}", pgdata.display())),
+        Err(e) => Some(format!("cannot access {}: {e}", pgdata.display())),
+    };
+    CheckResult {
+        name: "local PGDATA".to_owned(),
+        ok: failure.is_none(),
+        hint: Some(failure.unwrap_or_else(|| "Access to local PGDATA".to_owned())),
+        perfdata: None,
+        details: Vec::new(),
     }
 }
 
@@ -332,7 +393,10 @@ async fn run(
     for dir in std::iter::once(&req.catalog.backup_data_dir(id)).chain(plan.dirs.iter().map(|d| &d.dst)) {
         crate::storage::durable::create_dir_all_durable(dir, 0o700)?;
     }
-    let rsync = Rsync::new(&req.ssh_command, req.network_compression, req.retry_times, req.retry_sleep);
+    let rsync = match &req.ssh_command {
+        Some(ssh) => Rsync::new(ssh, req.network_compression, req.retry_times, req.retry_sleep),
+        None => Rsync::local(req.network_compression, req.retry_times, req.retry_sleep),
+    };
     let _cancel = CancelOnDrop(rsync.children.clone());
     let copy_started = Instant::now();
     let mut copying = tokio::task::spawn_blocking(move || copy::copy(&plan, &rsync));
@@ -591,6 +655,59 @@ mod tests {
         std::fs::write(backup.join("data/base/2"), vec![0; 10]).unwrap();
         std::fs::hard_link(backup.join("data/base/1"), dir.path().join("previous")).unwrap();
         assert_eq!(fsync_and_measure(&backup).unwrap(), (110, 10));
+    }
+
+    fn server(extra: &str) -> ServerConfig {
+        server_and_catalog(extra).0
+    }
+
+    fn server_and_catalog(extra: &str) -> (ServerConfig, ServerCatalog) {
+        let mut fs = crate::config::MemoryFs::new();
+        fs.add("/etc/barman.conf", format!("[barman]\nbarman_home = /var/lib/barman\n[pg]\nconninfo = host=x\n{extra}"));
+        let cfg = crate::config::Config::load_with(&fs, Path::new("/etc/barman.conf"), None).expect("valid");
+        let server = cfg.server("pg").expect("pg").clone();
+        let catalog = ServerCatalog::from_config(&server, &cfg.global);
+        (server, catalog)
+    }
+
+    fn request(extra: &str) -> Result<RsyncBackupRequest, RsyncConfigError> {
+        let (server, catalog) = server_and_catalog(extra);
+        RsyncBackupRequest::from_config(&server, catalog, &RsyncOverrides::default())
+    }
+
+    #[test]
+    fn local_mode_needs_no_ssh_command_and_refuses_one() {
+        let req = request("backup_method = local-rsync\n").expect("local-rsync without ssh_command");
+        assert_eq!((req.ssh_command.as_deref(), req.copy_via()), (None, "local rsync"));
+
+        let with_ssh = "backup_method = local-rsync\nssh_command = ssh postgres@pg\n";
+        assert_eq!(
+            request(with_ssh).expect_err("an ssh_command").to_string(),
+            "Local copy requires ssh_command in barman configuration to be empty for server pg"
+        );
+        assert!(executor_checks(&server(with_ssh), Some("/")).is_empty(), "Barman has no executor to check");
+
+        let req = request("backup_method = rsync\nssh_command = ssh postgres@pg\n").expect("rsync with ssh_command");
+        assert_eq!(req.copy_via(), "rsync/SSH");
+        assert!(matches!(request("backup_method = rsync\n"), Err(RsyncConfigError::NoSshCommand(_))));
+    }
+
+    #[test]
+    fn local_pgdata_check_as_barmans() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = server("backup_method = local-rsync\n");
+        let line = |pgdata: &Path| {
+            let got = executor_checks(&cfg, pgdata.to_str());
+            assert_eq!(got.len(), 1, "{got:?}");
+            (got[0].name.clone(), got[0].ok, got[0].hint.clone().unwrap_or_default())
+        };
+        assert_eq!(line(dir.path()), ("local PGDATA".to_owned(), true, "Access to local PGDATA".to_owned()));
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        assert_eq!(line(&dir.path().join("file")).2, "A file with the same name exists, but is not a directory");
+        let (_, ok, hint) = line(&dir.path().join("missing"));
+        assert!(!ok && hint.starts_with("cannot access ") && hint.contains("missing"), "{hint}");
+        // PostgreSQL did not say where its data is: its own checks fail, this one is left out.
+        assert!(executor_checks(&cfg, None).is_empty());
     }
 
     #[test]
