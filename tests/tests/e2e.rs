@@ -12,6 +12,7 @@ mod cli_cycle;
 mod config_models;
 mod connection;
 mod crash_safety;
+mod delta_restore;
 mod faults;
 mod hooks;
 mod incremental_backup;

@@ -125,7 +125,7 @@ pg_test!(remote_recovery_of_plain_and_zstd_backups, |major| {
     ensure!(dest.join("barman_wal").read_dir()?.count() > 1, "WAL sent");
     // A second restore into the same directory is refused.
     let r = recover_remotely(&site, &ids[0], &restored, &ssh, &extra)?;
-    ensure!(r.code == 1 && r.stderr.contains("on the remote host is not empty"), "{r}");
+    ensure!(r.code == 1 && r.stderr.contains("is not empty. To prevent accidental data loss"), "{r}");
     ensure!(start_and_count(&restored)? == "300", "all rows");
 
     // The zstd backup, unpacked in the staging path, sent, recovered to the restore point.

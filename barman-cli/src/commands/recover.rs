@@ -72,6 +72,20 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
             return Ok(None);
         }
     };
+    // Barman's delta-restore refusals, judged on `staging_location` as configured or given
+    // (not as the deprecated staging options force it for the copy).
+    if setup.delta {
+        let staging_location = match args.staging_location.as_deref() {
+            Some("remote") => StagingLocation::Remote,
+            Some(_) => StagingLocation::Local,
+            None => server.staging_location,
+        };
+        let remote = args.remote_ssh_command.as_ref().map(|_| staging_location);
+        if let Some(why) = barman_core::recovery::delta::refusal(&backup, remote) {
+            out.error(why);
+            return Ok(None);
+        }
+    }
     let target = target_of(args)?;
     if target.action.is_some() && !target.is_pitr() {
         out.error("Can't enable recovery target action when PITR is not required");
@@ -139,6 +153,11 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         // chain named with its backups.
         Err(RecoveryError::Combine(e)) => {
             out.error(&e.to_string());
+            return Ok(None);
+        }
+        // Barman's refusals (a destination that is not empty), as it prints them.
+        Err(RecoveryError::Refused(why)) => {
+            out.error(&why);
             return Ok(None);
         }
         Err(e) => {
@@ -288,8 +307,8 @@ fn staging_of(args: &RecoverArgs, server: &ServerConfig, backup: &BackupInfo, ou
     })
 }
 
-/// `--remote-ssh-command`, `--get-wal`, `--recovery-conf-filename` and how a chain is
-/// combined, with Barman's rules: the options override the configuration
+/// `--remote-ssh-command`, `--get-wal`, `--recovery-conf-filename`, `--delta-restore` and how
+/// a chain is combined, with Barman's rules: the options override the configuration
 /// (`recovery_options`, `bandwidth_limit`, `network_compression`, `staging_path`,
 /// `basebackup_retry_*`, `combine_mode`).
 fn setup_of(
@@ -354,7 +373,15 @@ fn setup_of(
             WalSource::local_get_wal(&program, config_file.as_deref(), &server.name, barman_user, args.standby_mode)
         }
     };
-    Ok(RecoverySetup { remote, wal, recovery_conf_filename: args.recovery_conf_filename.clone(), combine })
+    // `--delta-restore` / `--no-delta-restore` override `recovery_options = delta-restore`.
+    let delta = if args.delta_restore {
+        true
+    } else if args.no_delta_restore {
+        false
+    } else {
+        server.recovery_options.delta_restore
+    };
+    Ok(RecoverySetup { remote, wal, recovery_conf_filename: args.recovery_conf_filename.clone(), combine, delta })
 }
 
 /// How the restored server's `restore_command` runs this barman locally: Barman writes
@@ -440,6 +467,15 @@ fn notice(out: &mut Output, n: &RecoveryNotice) {
         }
         RecoveryNotice::Pitr(text) => out.info(text),
         RecoveryNotice::CopyingBase => out.info("Copying the base backup."),
+        RecoveryNotice::SafeHorizon(time) => out.info(&format!("Using safe horizon time for smart rsync copy: {time}")),
+        RecoveryNotice::DeltaCopied { directory, stats } => out.info(&format!(
+            "\tdelta restore of {}: {} files unchanged, {} written ({}), {} removed",
+            directory.display(),
+            stats.unchanged,
+            stats.written,
+            barman_core::output::pretty_size(stats.written_bytes as f64),
+            stats.removed
+        )),
         RecoveryNotice::CombineStarted { id, output } => {
             out.info(&format!("Start combining backup via pg_combinebackup for backup {id} on {}", output.display()))
         }

@@ -7,6 +7,10 @@
 //! [`copy_tree`] returns — as `backup/extract.rs` does for a backup, and at a fraction of the
 //! cost of one fsync per file (thousands of files in a cluster). Symbolic links are not
 //! copied: the caller recreates the tablespace links at their new homes.
+//!
+//! Every file copied keeps its source's mtime, as Barman's `rsync -t` does: a later delta
+//! restore into the same directory ([`super::delta`]) tells the files nobody touched since
+//! by their size and mtime.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -87,7 +91,8 @@ pub fn copy_tree(src: &Path, dst: &Path, jobs: usize, skip: &dyn Fn(&Path) -> bo
     Ok(CopyStats { files: files.len() as u64, bytes: files.iter().map(|f| f.0).sum() })
 }
 
-fn make_dir(d: &Path) -> Result<(), StorageError> {
+/// Creates `d` (and its missing parents), mode 0700.
+pub(super) fn make_dir(d: &Path) -> Result<(), StorageError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(|e| StorageError::io(StorageOp::CreateDir, d, e))?;
     fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(|e| StorageError::io(StorageOp::SetPermissions, d, e))
 }
@@ -99,15 +104,17 @@ pub fn copy_file(from: &Path, to: &Path) -> Result<u64, StorageError> {
     Ok(n)
 }
 
-/// [`copy_file`] without the fsync: for [`copy_tree`], which syncs the filesystem once.
-fn copy_unsynced(from: &Path, to: &Path) -> Result<u64, StorageError> {
+/// [`copy_file`] without the fsync: for [`copy_tree`] and the delta restore, which sync the
+/// filesystem once.
+pub(super) fn copy_unsynced(from: &Path, to: &Path) -> Result<u64, StorageError> {
     copy_open(from, to).map(|(n, _)| n)
 }
 
-/// Copies `from` into a new (or truncated) `to`, mode 0600; returns the bytes copied and the
-/// still open destination.
+/// Copies `from` into a new (or truncated) `to`, mode 0600 when new, with `from`'s mtime;
+/// returns the bytes copied and the still open destination.
 fn copy_open(from: &Path, to: &Path) -> Result<(u64, File), StorageError> {
     let mut src = File::open(from).map_err(|e| StorageError::io(StorageOp::Open, from, e))?;
+    let mtime = src.metadata().and_then(|m| m.modified()).map_err(|e| StorageError::io(StorageOp::Metadata, from, e))?;
     let mut dst = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -116,6 +123,7 @@ fn copy_open(from: &Path, to: &Path) -> Result<(u64, File), StorageError> {
         .open(to)
         .map_err(|e| StorageError::io(StorageOp::Create, to, e))?;
     let n = std::io::copy(&mut src, &mut dst).map_err(|e| StorageError::io(StorageOp::Write, to, e))?;
+    dst.set_modified(mtime).map_err(|e| StorageError::io(StorageOp::Write, to, e))?;
     Ok((n, dst))
 }
 
@@ -139,5 +147,7 @@ mod tests {
         assert_eq!(stats.files, 50);
         assert_eq!(fs::read(out.join("base/3/13")).unwrap(), vec![13u8; 1300]);
         assert!(!out.join("backup_manifest").exists() && !out.join("link").exists());
+        let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+        assert_eq!(mtime(&out.join("base/3/13")), mtime(&src.path().join("base/3/13")), "the mtime is the source's");
     }
 }

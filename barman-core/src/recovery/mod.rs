@@ -34,7 +34,12 @@
 //! - get-wal ([`WalSource::GetWal`]): no WAL is copied; `restore_command` fetches it from the
 //!   archive (`barman get-wal` locally, `barman-wal-restore` from a remote host);
 //! - `--recovery-conf-filename`: the recovery settings go to that file instead of
-//!   `postgresql.auto.conf` (which is still made safe).
+//!   `postgresql.auto.conf` (which is still made safe);
+//! - delta mode ([`RecoverySetup::delta`], `recovery_options = delta-restore`, `--delta-restore`):
+//!   the destination may hold a data directory already (stopped); only what differs from the
+//!   backup is rewritten and what the backup does not have is removed ([`delta`]), locally for
+//!   a plain backup, remotely with rsync for any backup staged here. Without it the destination
+//!   and every tablespace location must be empty or absent, as in Barman.
 //!
 //! An incremental backup (PostgreSQL 17+, `parent_backup_id` set) is restored through its
 //! chain ([`combine`]): checked, and `pg_combinebackup` found, before anything is written;
@@ -44,6 +49,7 @@
 
 pub mod combine;
 pub mod copy;
+pub mod delta;
 pub mod pgconf;
 pub mod remote;
 
@@ -205,6 +211,10 @@ pub struct RecoverySetup {
     pub recovery_conf_filename: Option<String>,
     /// How the chain of an incremental backup is combined.
     pub combine: CombineOptions,
+    /// Delta restore: rewrite only what differs in a destination that holds a data directory
+    /// already (see [`delta`]); refused, in Barman's words, where Barman refuses it
+    /// ([`delta::refusal`]).
+    pub delta: bool,
 }
 
 /// What the operator should hear, in Barman's words.
@@ -240,6 +250,15 @@ pub enum RecoveryNotice {
     /// A warning in Barman's words (`WARNING: …`): the combine mode fell back, checksums
     /// differ along the chain.
     Warning(String),
+    /// `Using safe horizon time for smart rsync copy: <time>` (delta restore).
+    SafeHorizon(crate::catalog::BarmanTimestamp),
+    /// What a local delta restore did in one directory (the data directory or a tablespace's).
+    DeltaCopied {
+        /// The directory.
+        directory: PathBuf,
+        /// Files left as they were, written, removed.
+        stats: delta::DeltaStats,
+    },
     /// `\t<oid>, <name>, <location>`.
     Tablespace {
         /// OID.
@@ -315,6 +334,10 @@ pub enum RecoveryError {
     /// The request does not make sense.
     #[error("{0}")]
     Invalid(String),
+    /// Barman refuses this restore, and says why in these words (a destination that is not
+    /// empty, a delta restore of a backup that is not plain).
+    #[error("{0}")]
+    Refused(String),
     /// The remote host could not be reached, or a transfer to it failed.
     #[error("{what}: {why}")]
     Remote {
@@ -360,11 +383,22 @@ pub fn recover_with(
             info.backup_id
         )));
     }
+    if setup.delta {
+        if let Some(why) = delta::refusal(&info, setup.remote.as_ref().map(|r| r.staging_location)) {
+            return Err(RecoveryError::Refused(why.into()));
+        }
+    }
     let plan = combine::CombinePlan::prepare(catalog, &info, &setup.combine)?;
     let remote = setup.remote.as_ref().map(remote::Remote::connect).transpose()?;
+    let locations: Vec<(&crate::catalog::Tablespace, PathBuf)> = info
+        .tablespaces
+        .iter()
+        .flatten()
+        .map(|ts| (ts, req.tablespaces.get(&ts.name).cloned().unwrap_or_else(|| PathBuf::from(&ts.location))))
+        .collect();
     match &remote {
-        None => check_destination(&req.destination)?,
-        Some(r) => check_remote_destination(r, &req.destination)?,
+        None => check_destination(&req.destination, &locations, setup.delta)?,
+        Some(r) => check_remote_destination(r, &req.destination, &locations, setup.delta)?,
     }
     check_target(&info, &req.target)?;
     notify(RecoveryNotice::Starting {
@@ -377,6 +411,24 @@ pub fn recover_with(
         notify(RecoveryNotice::Pitr(what));
     }
     let dest = &req.destination;
+    // Delta mode: Barman's safe horizon, from what the destination says was restored there.
+    let mode = if setup.delta {
+        let recover_info = dest.join(delta::RECOVER_INFO);
+        let previous = match &remote {
+            None => std::fs::read(&recover_info).ok(),
+            Some(r) => {
+                let f = remote::shell_quote(&recover_info.to_string_lossy());
+                Some(r.shell(&format!("if [ -f {f} ]; then cat {f}; fi"))?.into_bytes())
+            }
+        };
+        let horizon = delta::safe_horizon(&info, previous.and_then(|b| delta::previous_restore(&info, &b)).as_ref());
+        if let Some(h) = horizon {
+            notify(RecoveryNotice::SafeHorizon(h.begin_time));
+        }
+        CopyMode::Delta(horizon.map(|h| h.at))
+    } else {
+        CopyMode::Fresh
+    };
 
     // 2. The base backup and its tablespaces.
     notify(RecoveryNotice::CopyingBase);
@@ -387,23 +439,17 @@ pub fn recover_with(
             RecoveryError::Invalid(format!("backup {id} has compression {name:?}, which barman-rs cannot restore"))
         })?),
     };
-    let locations: Vec<(&crate::catalog::Tablespace, PathBuf)> = info
-        .tablespaces
-        .iter()
-        .flatten()
-        .map(|ts| (ts, req.tablespaces.get(&ts.name).cloned().unwrap_or_else(|| PathBuf::from(&ts.location))))
-        .collect();
     // Remote: what is prepared here before it is sent (WAL, configuration), removed at the end.
     let mut combine_time = None;
     let scratch = match (&remote, &setup.remote) {
         (Some(r), Some(opts)) => {
-            combine_time = restore_base_remote(r, opts, req, archived, &locations, plan.as_ref(), &setup.combine, notify)?;
+            combine_time = restore_base_remote(r, opts, req, archived, &locations, plan.as_ref(), &setup.combine, mode, notify)?;
             Some(remote::ScratchDir::temporary("barman_recovery-")?)
         }
         _ => {
             match &plan {
                 Some(plan) => combine_time = Some(restore_combined_local(plan, req, &locations, &setup.combine, notify)?),
-                None => restore_base_local(req, archived, &locations)?,
+                None => restore_base_local(req, archived, &locations, mode, notify)?,
             }
             None
         }
@@ -593,33 +639,86 @@ fn restore_combined_local(
     Ok(took)
 }
 
+/// How the base backup's files reach the destination.
+#[derive(Debug, Clone, Copy)]
+enum CopyMode {
+    /// Into an empty (or new) destination.
+    Fresh,
+    /// Over what the destination holds, rewriting only what differs ([`delta`]), with the safe
+    /// horizon, if any.
+    Delta(Option<std::time::SystemTime>),
+}
+
+/// What a local copy of a plain backup's data directory leaves out, as Barman's does: the
+/// links (made afterwards, to the new locations), the manifest (restored as
+/// `backup_manifest.<ID>`), and `recovery.conf` / `tablespace_map`, which PostgreSQL would act
+/// on at start-up.
+fn excluded_from_local_copy(rel: &Path) -> bool {
+    rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc")
+        || ["backup_manifest", "recovery.conf", "tablespace_map"].iter().any(|f| rel == Path::new(f))
+}
+
+/// What a delta restore into `dest` must not remove (Barman's `exclude_and_protect`): the
+/// links `pg_tblspc/<oid>` of the backup's tablespaces, and the tablespace locations inside
+/// `dest`, which are synced on their own. Relative to `dest`.
+fn protected_in_pgdata(dest: &Path, locations: &[(&crate::catalog::Tablespace, PathBuf)]) -> Vec<PathBuf> {
+    let mut protected = Vec::new();
+    for (ts, location) in locations {
+        protected.push(Path::new("pg_tblspc").join(ts.oid.to_string()));
+        if let Ok(rel) = location.strip_prefix(dest) {
+            if !rel.as_os_str().is_empty() {
+                protected.push(rel.to_path_buf());
+            }
+        }
+    }
+    protected
+}
+
 /// The base backup into a local destination: copied (plain) or unpacked (compressed) on
-/// `jobs` threads, tablespaces in their locations and linked from `pg_tblspc`.
+/// `jobs` threads, tablespaces in their locations and linked from `pg_tblspc`. In delta mode
+/// (a plain backup only: [`delta::refusal`]), each tree is synced instead of copied.
 fn restore_base_local(
     req: &RecoveryRequest,
     archived: Option<ArchiveCompression>,
     locations: &[(&crate::catalog::Tablespace, PathBuf)],
+    mode: CopyMode,
+    notify: &mut dyn FnMut(RecoveryNotice),
 ) -> Result<(), RecoveryError> {
     let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
     let data = catalog.backup_data_dir(id);
-    match archived {
-        None => {
-            // Left out as Barman's local copy does: the links (made below, to the new
-            // locations), the manifest (copied apart), and `recovery.conf` / `tablespace_map`,
-            // which PostgreSQL would act on at start-up.
-            copy::copy_tree(&data, dest, req.jobs, &|rel| {
-                rel.starts_with("pg_tblspc") && rel != Path::new("pg_tblspc")
-                    || ["backup_manifest", "recovery.conf", "tablespace_map"].iter().any(|f| rel == Path::new(f))
-            })?;
+    let manifest = data.join("backup_manifest");
+    match (archived, mode) {
+        (None, CopyMode::Fresh) => {
+            copy::copy_tree(&data, dest, req.jobs, &excluded_from_local_copy)?;
+            if manifest.exists() {
+                copy::copy_file(&manifest, &dest.join(format!("backup_manifest.{id}")))?;
+            }
         }
-        Some(algorithm) => unpack_archives(&data, algorithm, dest, locations, req.jobs)?,
-    }
-    if data.join("backup_manifest").exists() {
-        copy::copy_file(&data.join("backup_manifest"), &dest.join(format!("backup_manifest.{id}")))?;
+        (None, CopyMode::Delta(horizon)) => {
+            let protected = protected_in_pgdata(dest, locations).into_iter().collect();
+            let extra: Vec<(PathBuf, PathBuf)> =
+                if manifest.exists() { vec![(PathBuf::from(format!("backup_manifest.{id}")), manifest)] } else { Vec::new() };
+            let stats = delta::sync_tree(&data, dest, &excluded_from_local_copy, &extra, &protected, horizon, req.jobs)?;
+            notify(RecoveryNotice::DeltaCopied { directory: dest.clone(), stats });
+        }
+        (Some(algorithm), _) => {
+            unpack_archives(&data, algorithm, dest, locations, req.jobs)?;
+            if manifest.exists() {
+                copy::copy_file(&manifest, &dest.join(format!("backup_manifest.{id}")))?;
+            }
+        }
     }
     for (ts, location) in locations {
-        if archived.is_none() {
-            copy::copy_tree(&catalog.backup_dir(id).join(ts.oid.to_string()), location, req.jobs, &|_| false)?;
+        let ts_src = catalog.backup_dir(id).join(ts.oid.to_string());
+        match (archived, mode) {
+            (None, CopyMode::Fresh) => {
+                copy::copy_tree(&ts_src, location, req.jobs, &|_| false)?;
+            }
+            (None, CopyMode::Delta(horizon)) => {
+                let stats = delta::sync_tree(&ts_src, location, &|_| false, &[], &Default::default(), horizon, req.jobs)?;
+                notify(RecoveryNotice::DeltaCopied { directory: location.clone(), stats });
+            }
+            (Some(_), _) => {}
         }
         let link = dest.join("pg_tblspc").join(ts.oid.to_string());
         std::fs::create_dir_all(dest.join("pg_tblspc")).map_err(|e| StorageError::io(StorageOp::CreateDir, dest.join("pg_tblspc"), e))?;
@@ -633,7 +732,8 @@ fn restore_base_local(
 /// The base backup onto the remote host, as Barman's `RsyncCopyOperation`: the destination
 /// and the tablespace locations made (`mkdir -p -m 700`), each tablespace and then the data
 /// directory sent with rsync (leaving out `pg_wal/*`, `pg_log/*`, `log/*`, `postmaster.pid`,
-/// `recovery.conf`, `tablespace_map` and the `pg_tblspc` links), the manifest sent as
+/// `recovery.conf`, `tablespace_map` and the `pg_tblspc` links; in delta mode synced, see
+/// [`remote::Remote::sync_tree`]), the manifest sent as
 /// `backup_manifest.<ID>`, the links made remotely. A compressed backup is unpacked into
 /// `<staging_path>/barman-decompress<pid>` here first (Barman's `DecompressOperation` with
 /// `staging_location = local`), which is removed afterwards; with `staging_location =
@@ -651,6 +751,7 @@ fn restore_base_remote(
     locations: &[(&crate::catalog::Tablespace, PathBuf)],
     plan: Option<&combine::CombinePlan>,
     combine_opts: &CombineOptions,
+    mode: CopyMode,
     notify: &mut dyn FnMut(RecoveryNotice),
 ) -> Result<Option<std::time::Duration>, RecoveryError> {
     let (catalog, dest, id) = (&req.catalog, &req.destination, req.backup_id);
@@ -692,9 +793,18 @@ fn restore_base_remote(
             r.make_dirs(&dirs)?;
             for ((ts, location), src) in locations.iter().zip(&ts_src) {
                 let bwlimit = opts.tablespace_bwlimit.get(&ts.name).copied().or(opts.bwlimit);
-                r.push_tree(src, location, &|_| false, req.jobs, bwlimit)?;
+                match mode {
+                    CopyMode::Fresh => r.push_tree(src, location, &|_| false, req.jobs, bwlimit)?,
+                    CopyMode::Delta(horizon) => r.sync_tree(src, location, &|_| false, &[], horizon, req.jobs, bwlimit)?,
+                }
             }
-            r.push_tree(&pgdata_src, dest, &excluded_from_pgdata, req.jobs, opts.bwlimit)?;
+            match mode {
+                CopyMode::Fresh => r.push_tree(&pgdata_src, dest, &excluded_from_pgdata, req.jobs, opts.bwlimit)?,
+                CopyMode::Delta(horizon) => {
+                    let protected = protected_in_pgdata(dest, locations);
+                    r.sync_tree(&pgdata_src, dest, &excluded_from_pgdata, &protected, horizon, req.jobs, opts.bwlimit)?
+                }
+            }
         }
     }
     if manifest.exists() {
@@ -794,21 +904,37 @@ fn excluded_from_pgdata(rel: &Path) -> bool {
     }
 }
 
-/// The destination on the remote host must be absent or empty, as locally.
-fn check_remote_destination(r: &remote::Remote<'_>, dest: &Path) -> Result<(), RecoveryError> {
+/// [`check_destination`] on the remote host.
+fn check_remote_destination(
+    r: &remote::Remote<'_>,
+    dest: &Path,
+    locations: &[(&crate::catalog::Tablespace, PathBuf)],
+    delta: bool,
+) -> Result<(), RecoveryError> {
     let d = dest.display();
     match r.inspect(dest)? {
-        remote::RemoteDir::Absent | remote::RemoteDir::Empty => Ok(()),
-        remote::RemoteDir::Running => Err(RecoveryError::Invalid(format!(
-            "destination directory {d} on the remote host holds a running PostgreSQL (postmaster.pid); stop it and empty the directory first"
-        ))),
-        remote::RemoteDir::NotEmpty => Err(RecoveryError::Invalid(format!(
-            "destination directory {d} on the remote host is not empty; recover into a new or empty directory"
-        ))),
         remote::RemoteDir::NotADirectory => {
-            Err(RecoveryError::Invalid(format!("destination {d} on the remote host exists and is not a directory")))
+            return Err(RecoveryError::Invalid(format!("destination {d} on the remote host exists and is not a directory")))
+        }
+        remote::RemoteDir::Running if delta => {
+            return Err(RecoveryError::Invalid(format!(
+                "destination directory {d} on the remote host holds a running PostgreSQL (postmaster.pid): stop it \
+                 before a delta restore (or remove postmaster.pid if a crash left it behind)"
+            )))
+        }
+        remote::RemoteDir::Running | remote::RemoteDir::NotEmpty if !delta => {
+            return Err(RecoveryError::Refused(not_empty_message(dest)))
+        }
+        _ => {}
+    }
+    if !delta {
+        for (ts, location) in locations {
+            if matches!(r.inspect(location)?, remote::RemoteDir::Running | remote::RemoteDir::NotEmpty) {
+                return Err(RecoveryError::Refused(tablespace_not_empty_message(location, &ts.name)));
+            }
         }
     }
+    Ok(())
 }
 
 /// Copies the WAL the target needs, decompressed, into the local directory `into` (made,
@@ -885,28 +1011,63 @@ fn unpack_archives(
     }
 }
 
-/// The destination must be absent or empty: restoring over files would mix two clusters
-/// (Barman overwrites; barman-rs refuses, and says why — a running server's directory
-/// especially).
-fn check_destination(dest: &Path) -> Result<(), RecoveryError> {
-    let mut entries = match std::fs::read_dir(dest) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StorageError::io(StorageOp::Read, dest, e).into()),
-    };
-    if entries.next().is_none() {
+/// Barman's checks before a restore (backup.py, `recover`): without delta mode the destination
+/// and every tablespace location must be empty or absent, as restoring over files would mix
+/// two clusters. In delta mode files are expected there; but not a running server (a
+/// `postmaster.pid`), whose files would change under the restore — Barman would remove the
+/// pid file and go on; barman-rs stops.
+fn check_destination(dest: &Path, locations: &[(&crate::catalog::Tablespace, PathBuf)], delta: bool) -> Result<(), RecoveryError> {
+    if delta {
+        if dest.exists() && !dest.is_dir() {
+            return Err(RecoveryError::Invalid(format!("destination {} exists and is not a directory", dest.display())));
+        }
+        if dest.join("postmaster.pid").exists() {
+            return Err(RecoveryError::Invalid(format!(
+                "destination directory {} holds a running PostgreSQL (postmaster.pid): stop it before a delta restore \
+                 (or remove postmaster.pid if a crash left it behind)",
+                dest.display()
+            )));
+        }
         return Ok(());
     }
-    if dest.join("postmaster.pid").exists() {
-        return Err(RecoveryError::Invalid(format!(
-            "destination directory {} holds a running PostgreSQL (postmaster.pid); stop it and empty the directory first",
-            dest.display()
-        )));
+    if !dir_is_empty(dest)? {
+        return Err(RecoveryError::Refused(not_empty_message(dest)));
     }
-    Err(RecoveryError::Invalid(format!(
-        "destination directory {} is not empty; recover into a new or empty directory",
+    for (ts, location) in locations {
+        if !dir_is_empty(location)? {
+            return Err(RecoveryError::Refused(tablespace_not_empty_message(location, &ts.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Barman's refusal of a destination that holds files.
+fn not_empty_message(dest: &Path) -> String {
+    format!(
+        "The restore operation cannot proceed because the destination folder '{}' is not empty. To prevent \
+         accidental data loss, the destination must be empty. Please choose a different location or manually \
+         empty the folder.",
         dest.display()
-    )))
+    )
+}
+
+/// Barman's refusal of a tablespace location that holds files.
+fn tablespace_not_empty_message(location: &Path, name: &str) -> String {
+    format!(
+        "The restore operation cannot proceed. The destination path '{}' for the tablespace '{name}' is not \
+         empty. To prevent accidental data loss, the tablespace destination must be empty. Please choose a \
+         different location or manually empty the folder.",
+        location.display()
+    )
+}
+
+/// Whether `dir` is absent or an empty directory.
+fn dir_is_empty(dir: &Path) -> Result<bool, RecoveryError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(StorageError::io(StorageOp::Read, dir, e).into()),
+    }
 }
 
 /// A target the backup cannot reach: a time before the backup ended (Barman's message), an

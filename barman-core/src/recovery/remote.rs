@@ -10,6 +10,12 @@
 //! (`--dirs`, no recursion), then the files, shared out biggest first to `jobs` rsync
 //! processes running at once, each given its list on stdin (`--files-from=-`). Running the
 //! ssh and rsync commands is [`crate::ssh`]'s, shared with the rsync backup.
+//!
+//! A delta restore ([`Remote::sync_tree`]) runs Barman's copy controller passes instead:
+//! first the directories, with `--delete` and a filter that hides every file on this side
+//! and protects each of them (and the protected paths) on the other, so that what the backup
+//! does not have is removed there; then the files, those older than the safe horizon with
+//! rsync's size-and-mtime check, the others with `--checksum` (see [`super::delta`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -136,25 +142,81 @@ impl<'a> Remote<'a> {
         jobs: usize,
         bwlimit: Option<u64>,
     ) -> Result<(), RecoveryError> {
-        let (dirs, files) = walk(src, skip)?;
-        let mut list = String::from(".\n");
-        for d in &dirs {
-            list.push_str(&d.to_string_lossy());
-            list.push('\n');
-        }
+        let listing = walk(src, skip)?;
         let src_arg = format!("{}/", src.display());
         let dst_arg = format!(":{}/", dst.display());
-        self.rsync(&["--no-recursive", "--dirs", "--files-from=-"], &src_arg, &dst_arg, Some(&list), bwlimit)?;
+        self.rsync(&["--no-recursive", "--dirs", "--files-from=-"], &src_arg, &dst_arg, Some(&dir_list(&listing)), bwlimit)?;
+        let files = listing.files.into_iter().map(|f| (f.size, f.rel)).collect();
+        self.push_files_parallel(files, &[], &src_arg, &dst_arg, jobs, bwlimit)
+    }
+
+    /// [`push_tree`](Self::push_tree) for a delta restore: the remote `dst` is made to hold
+    /// what local `src` holds (less what `skip` names), its `protected` paths (relative to
+    /// `dst`) left alone and everything else the backup does not have removed; files older
+    /// than `horizon` are sent when their size or mtime differ, the others when their content
+    /// does (rsync `--checksum`). Barman's `RsyncCopyController` with a `safe_horizon`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_tree(
+        &self,
+        src: &Path,
+        dst: &Path,
+        skip: &dyn Fn(&Path) -> bool,
+        protected: &[PathBuf],
+        horizon: Option<std::time::SystemTime>,
+        jobs: usize,
+        bwlimit: Option<u64>,
+    ) -> Result<(), RecoveryError> {
+        let listing = walk(src, skip)?;
+        let src_arg = format!("{}/", src.display());
+        let dst_arg = format!(":{}/", dst.display());
+        // Pass 1: directories made, and what is not the backup's removed (`--delete`, with
+        // `--delete-excluded` from the common options). Every file is hidden here, so none is
+        // sent, and protected there, so none of the backup's is removed; what `skip` left out
+        // is hidden too, so that it is removed there (`pg_wal/*`, as Barman's excludes).
+        let scratch = ScratchDir::temporary("barman-delta-")?;
+        let rules_file = scratch.path().join("rules");
+        let mut rules = String::new();
+        for rel in protected.iter().chain(listing.files.iter().map(|f| &f.rel)) {
+            let pattern = super::delta::filter_pattern(rel);
+            rules.push_str(&format!("P {pattern}\n- {pattern}\n"));
+        }
+        for rel in &listing.skipped {
+            rules.push_str(&format!("- {}\n", super::delta::filter_pattern(rel)));
+        }
+        std::fs::write(&rules_file, rules).map_err(|e| StorageError::io(StorageOp::Write, &rules_file, e))?;
+        let merge = format!("--filter=merge {}", rules_file.display());
+        self.rsync(&["--delete", "--files-from=-", &merge], &src_arg, &dst_arg, Some(&dir_list(&listing)), bwlimit)?;
+        // Pass 2: the files.
+        let (safe, check): (Vec<WalkedFile>, Vec<WalkedFile>) =
+            listing.files.into_iter().partition(|f| horizon.is_some_and(|h| f.mtime < h));
+        self.push_files_parallel(safe.into_iter().map(|f| (f.size, f.rel)).collect(), &[], &src_arg, &dst_arg, jobs, bwlimit)?;
+        let check = check.into_iter().map(|f| (f.size, f.rel)).collect();
+        self.push_files_parallel(check, &["--checksum"], &src_arg, &dst_arg, jobs, bwlimit)
+    }
+
+    /// Sends `files` (relative to `src_arg`), shared out biggest first to at most `jobs` rsync
+    /// runs at once, each with `extra` options.
+    fn push_files_parallel(
+        &self,
+        files: Vec<(u64, PathBuf)>,
+        extra: &[&str],
+        src_arg: &str,
+        dst_arg: &str,
+        jobs: usize,
+        bwlimit: Option<u64>,
+    ) -> Result<(), RecoveryError> {
         let lists: Vec<String> = crate::ssh::share_out(files, jobs)
             .into_iter()
             .map(|bucket| bucket.iter().map(|rel| format!("{}\n", rel.to_string_lossy())).collect())
             .collect();
+        let mut args = vec!["--files-from=-"];
+        args.extend_from_slice(extra);
         let failure: std::sync::Mutex<Option<RecoveryError>> = std::sync::Mutex::new(None);
         std::thread::scope(|s| {
             for list in &lists {
-                let (src_arg, dst_arg, failure) = (&src_arg, &dst_arg, &failure);
+                let (args, failure) = (&args, &failure);
                 s.spawn(move || {
-                    if let Err(e) = self.rsync(&["--files-from=-"], src_arg, dst_arg, Some(list), bwlimit) {
+                    if let Err(e) = self.rsync(args, src_arg, dst_arg, Some(list), bwlimit) {
                         failure.lock().expect("no panics while held").get_or_insert(e);
                     }
                 });
@@ -214,13 +276,35 @@ impl<'a> Remote<'a> {
     }
 }
 
-/// Directories, and regular files with their sizes, relative to the tree's root.
-type Listing = (Vec<PathBuf>, Vec<(u64, PathBuf)>);
+/// A regular file found by [`walk`].
+struct WalkedFile {
+    rel: PathBuf,
+    size: u64,
+    mtime: std::time::SystemTime,
+}
 
-/// The directories and the regular files (with sizes) under `src`, relative to it, in
-/// walk order; symbolic links are followed.
+/// What [`walk`] found, relative to the tree's root.
+struct Listing {
+    dirs: Vec<PathBuf>,
+    files: Vec<WalkedFile>,
+    /// What `skip` left out (not looked into).
+    skipped: Vec<PathBuf>,
+}
+
+/// The `--files-from` list of a tree's directories, the root (`.`) first.
+fn dir_list(listing: &Listing) -> String {
+    let mut list = String::from(".\n");
+    for d in &listing.dirs {
+        list.push_str(&d.to_string_lossy());
+        list.push('\n');
+    }
+    list
+}
+
+/// The directories and the regular files under `src`, relative to it, in walk order;
+/// symbolic links are followed.
 fn walk(src: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<Listing, StorageError> {
-    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    let (mut dirs, mut files, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = src.join(&rel);
@@ -229,6 +313,7 @@ fn walk(src: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<Listing, StorageErro
             let entry = entry.map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
             let rel = rel.join(entry.file_name());
             if skip(&rel) {
+                skipped.push(rel);
                 continue;
             }
             let path = src.join(&rel);
@@ -237,11 +322,12 @@ fn walk(src: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<Listing, StorageErro
                 dirs.push(rel.clone());
                 stack.push(rel);
             } else if meta.is_file() {
-                files.push((meta.len(), rel));
+                let mtime = meta.modified().map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+                files.push(WalkedFile { rel, size: meta.len(), mtime });
             }
         }
     }
-    Ok((dirs, files))
+    Ok(Listing { dirs, files, skipped })
 }
 
 /// The program `tar` needs on the recovery host to read an archive of `algorithm`
@@ -378,10 +464,13 @@ mod tests {
         std::fs::write(src.join("base/1/a"), b"abc").unwrap();
         std::fs::write(src.join("pg_wal/x"), b"x").unwrap();
         std::fs::write(src.join("PG_VERSION"), b"16").unwrap();
-        let (mut dirs, mut files) = walk(&src, &|p| p.starts_with("pg_wal") && p != Path::new("pg_wal")).unwrap();
+        let listing = walk(&src, &|p| p.starts_with("pg_wal") && p != Path::new("pg_wal")).unwrap();
+        let mut dirs = listing.dirs;
         dirs.sort();
+        let mut files: Vec<(u64, PathBuf)> = listing.files.into_iter().map(|f| (f.size, f.rel)).collect();
         files.sort();
         assert_eq!(dirs, [PathBuf::from("base"), PathBuf::from("base/1"), PathBuf::from("pg_wal")]);
         assert_eq!(files, [(2, PathBuf::from("PG_VERSION")), (3, PathBuf::from("base/1/a"))]);
+        assert_eq!(listing.skipped, [PathBuf::from("pg_wal/x")]);
     }
 }
