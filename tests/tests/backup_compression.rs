@@ -170,6 +170,22 @@ pg_test!(compressed_backup_with_a_tablespace_relocated_on_recover, |major| {
     let relocated: PathBuf = std::env::temp_dir().join(format!("barman-ts-{}-{id}", std::process::id()));
     let _cleanup = RemoveOnDrop(relocated.clone());
     let spec = format!("ts1:{}", relocated.display());
+    // Barman's checks of the relocation rules, before anything is done.
+    let dest = tempfile::tempdir()?;
+    let dest_arg = dest.path().join("x");
+    let dest_arg = dest_arg.to_str().context("utf-8")?;
+    let r = site.run(&["recover", "pg", &id, dest_arg, "--tablespace", "nosuch:/tmp/x"])?;
+    ensure!(
+        r.code == 1 && r.stderr.contains("ERROR: Invalid tablespace name 'nosuch'\nHINT: Please use any of the following tablespaces: ts1"),
+        "{r}"
+    );
+    let r = site.run(&["recover", "pg", &id, dest_arg, "--tablespace", "ts1"])?;
+    ensure!(
+        r.code == 1
+            && r.stderr.contains("ERROR: Invalid tablespace relocation rule 'ts1'\nHINT: The valid syntax for a relocation rule is NAME:LOCATION"),
+        "{r}"
+    );
+    ensure!(!dest.path().join("x").exists(), "nothing restored");
     let restored = recover(&site, major, &id, &["--tablespace", &spec], |restored| {
         if let Some(user) = restored.server_user() {
             let ok = std::process::Command::new("chown").arg("-R").arg(format!("{}:{}", user.uid, user.gid)).arg(&relocated).status()?.success();

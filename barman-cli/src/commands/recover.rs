@@ -86,6 +86,25 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
             return Ok(None);
         }
     }
+    // Barman's tablespace relocation rules: NAME:LOCATION, NAME one of the backup's.
+    let mut tablespaces = BTreeMap::new();
+    for spec in &args.tablespace {
+        let Some((name, location)) = spec.split_once(':') else {
+            out.error(&format!(
+                "Invalid tablespace relocation rule '{spec}'\nHINT: The valid syntax for a relocation rule is NAME:LOCATION"
+            ));
+            return Ok(None);
+        };
+        tablespaces.insert(name.to_owned(), PathBuf::from(location));
+    }
+    let valid: Vec<&str> = backup.tablespaces.iter().flatten().map(|t| t.name.as_str()).collect();
+    if let Some(unknown) = tablespaces.keys().find(|n| !valid.contains(&n.as_str())) {
+        out.error(&format!(
+            "Invalid tablespace name '{unknown}'\nHINT: Please use any of the following tablespaces: {}",
+            valid.join(", ")
+        ));
+        return Ok(None);
+    }
     let target = target_of(args)?;
     if target.action.is_some() && !target.is_pitr() {
         out.error("Can't enable recovery target action when PITR is not required");
@@ -107,13 +126,6 @@ pub fn run(cli: &Cli, config: &Config, out: &mut Output) -> anyhow::Result<Optio
         out.info(line);
     }
 
-    let mut tablespaces = BTreeMap::new();
-    for spec in &args.tablespace {
-        let (name, location) = spec
-            .split_once(':')
-            .with_context(|| format!("Invalid tablespace relocation rule '{spec}' (NAME:LOCATION expected)"))?;
-        tablespaces.insert(name.to_owned(), PathBuf::from(location));
-    }
     let req = RecoveryRequest {
         catalog,
         backup_id: backup.backup_id,
