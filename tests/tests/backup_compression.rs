@@ -33,7 +33,15 @@ fn set_backup_compression(site: &BarmanSite, lines: &[&str]) -> anyhow::Result<(
 
 /// `backup --wait`, which must end DONE; returns the backup's ID.
 fn backup(site: &BarmanSite) -> anyhow::Result<String> {
-    let r = site.run(&["backup", "--wait", "--wait-timeout", "60", "pg"])?;
+    backup_with(site, &[])
+}
+
+/// `backup --wait [args…] pg`, which must end DONE; returns the backup's ID.
+pub(crate) fn backup_with(site: &BarmanSite, args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec!["backup", "--wait", "--wait-timeout", "60"];
+    all.extend_from_slice(args);
+    all.push("pg");
+    let r = site.run(&all)?;
     ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
     ensure!(!r.stderr.contains("WAITING_FOR_WALS"), "backup --wait must end DONE: {r}");
     let dir = r

@@ -14,18 +14,7 @@ use super::backup::streaming_site;
 
 /// `backup --wait [args…] pg`, which must end DONE; returns the backup's ID.
 fn backup(site: &BarmanSite, args: &[&str]) -> anyhow::Result<String> {
-    let mut all = vec!["backup", "--wait", "--wait-timeout", "60"];
-    all.extend_from_slice(args);
-    all.push("pg");
-    let r = site.run(&all)?;
-    ensure!(r.code == 0 && r.stdout.contains("Backup completed"), "{r}");
-    ensure!(!r.stderr.contains("WAITING_FOR_WALS"), "backup --wait must end DONE: {r}");
-    let dir = r
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Starting backup using postgres method for server pg in "))
-        .context("no backup directory in the output")?;
-    Ok(Path::new(dir).file_name().and_then(|n| n.to_str()).context("backup ID")?.to_owned())
+    crate::backup_compression::backup_with(site, args)
 }
 
 /// The backup.info files of the catalog (none before the first backup made `meta/`).

@@ -91,15 +91,7 @@ pg_test!(a_standby_backup_with_primary_conninfo_recovers, |major| {
 
     // Written after the backup: in the archive through the standby, so recovered too.
     primary.sql("INSERT INTO t SELECT g FROM generate_series(2001, 2500) g")?;
-    caught_up(&primary, &standby)?;
-    let end = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
-    primary.switch_wal()?;
-    let xlogdb = site.server_dir().join("wals/pg-xlog.db");
-    wait_for("the last WAL file archived from the standby", || {
-        primary.sql("INSERT INTO traffic VALUES (1)")?;
-        site.run(&["archive-wal", "pg"])?;
-        Ok(std::fs::read_to_string(&xlogdb).is_ok_and(|t| t.contains(&end)))
-    })?;
+    archive_through_now(&primary, &standby, &site)?;
     let restored = Cluster::reserve(ClusterOptions::new(major))?;
     let dest = restored.data_dir();
     let r = site.run(&["recover", "pg", "latest", dest.to_str().context("utf-8")?])?;

@@ -14,7 +14,9 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -34,34 +36,19 @@ pub struct CopyStats {
 /// (given the path relative to `src`) returns true. Everything copied is on disk when this
 /// returns `Ok`.
 pub fn copy_tree(src: &Path, dst: &Path, jobs: usize, skip: &dyn Fn(&Path) -> bool) -> Result<CopyStats, StorageError> {
-    let mut files: Vec<(u64, PathBuf)> = Vec::new();
-    let mut dirs = vec![dst.to_owned()];
+    let tree = SourceTree::scan(src, skip)?;
     make_dir(dst)?;
     // Opened before anything is written, so that the final sync reports every writeback error
     // of the copy.
     let fs_handle = File::open(dst).map_err(|e| StorageError::io(StorageOp::Open, dst, e))?;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = src.join(&rel);
-        let entries = fs::read_dir(&dir).map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
-            let rel = rel.join(entry.file_name());
-            if skip(&rel) {
-                continue;
-            }
-            let path = src.join(&rel);
-            let meta = fs::symlink_metadata(&path).map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
-            if meta.is_dir() {
-                let d = dst.join(&rel);
-                make_dir(&d)?;
-                dirs.push(d);
-                stack.push(rel);
-            } else if meta.is_file() {
-                files.push((meta.len(), rel));
-            }
-        }
+    // Parents sort before their children: created in order, fsynced in reverse.
+    let mut dirs = vec![dst.to_owned()];
+    for rel in &tree.dirs {
+        let d = dst.join(rel);
+        make_dir(&d)?;
+        dirs.push(d);
     }
+    let mut files: Vec<(u64, &PathBuf)> = tree.files.iter().map(|(rel, f)| (f.size, rel)).collect();
     files.sort_by_key(|f| std::cmp::Reverse(f.0));
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<StorageError>> = Mutex::new(None);
@@ -89,6 +76,64 @@ pub fn copy_tree(src: &Path, dst: &Path, jobs: usize, skip: &dyn Fn(&Path) -> bo
         fsync_dir(d)?;
     }
     Ok(CopyStats { files: files.len() as u64, bytes: files.iter().map(|f| f.0).sum() })
+}
+
+/// A regular file of the backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Where it is read from.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its mtime.
+    pub mtime: SystemTime,
+}
+
+/// What the backup holds, relative to its root: what the destination must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceTree {
+    /// Directories (the root not included).
+    pub dirs: BTreeSet<PathBuf>,
+    /// Regular files.
+    pub files: BTreeMap<PathBuf, SourceFile>,
+}
+
+impl SourceTree {
+    /// The directories and regular files under `root`, leaving out what `skip` (given the path
+    /// relative to `root`) names; symbolic links are left out (the caller recreates the
+    /// tablespace links at their new homes).
+    pub fn scan(root: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<SourceTree, StorageError> {
+        let mut tree = SourceTree::default();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = root.join(&rel);
+            for entry in fs::read_dir(&dir).map_err(|e| StorageError::io(StorageOp::Read, &dir, e))? {
+                let entry = entry.map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
+                let rel = rel.join(entry.file_name());
+                if skip(&rel) {
+                    continue;
+                }
+                let path = root.join(&rel);
+                let meta = fs::symlink_metadata(&path).map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+                if meta.is_dir() {
+                    tree.dirs.insert(rel.clone());
+                    stack.push(rel);
+                } else if meta.is_file() {
+                    let mtime = meta.modified().map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
+                    tree.files.insert(rel, SourceFile { path, size: meta.len(), mtime });
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// Adds the file at `path` as `rel` (the manifest, restored as `backup_manifest.<ID>`).
+    pub fn add_file(&mut self, rel: PathBuf, path: &Path) -> Result<(), StorageError> {
+        let meta = fs::metadata(path).map_err(|e| StorageError::io(StorageOp::Metadata, path, e))?;
+        let mtime = meta.modified().map_err(|e| StorageError::io(StorageOp::Metadata, path, e))?;
+        self.files.insert(rel, SourceFile { path: path.to_owned(), size: meta.len(), mtime });
+        Ok(())
+    }
 }
 
 /// Creates `d` (and its missing parents), mode 0700.

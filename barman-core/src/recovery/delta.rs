@@ -52,6 +52,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use super::copy::SourceTree;
 use crate::catalog::{BarmanTimestamp, BackupInfo};
 use crate::config::StagingLocation;
 use crate::storage::durable::{fsync_dir, sync_filesystem_of};
@@ -129,64 +130,6 @@ pub fn filter_pattern(rel: &Path) -> String {
         out
     } else {
         format!("/{text}")
-    }
-}
-
-/// A regular file of the backup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
-    /// Where it is read from.
-    pub path: PathBuf,
-    /// Its size.
-    pub size: u64,
-    /// Its mtime.
-    pub mtime: SystemTime,
-}
-
-/// What the backup holds, relative to its root: what the destination must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceTree {
-    /// Directories (the root not included).
-    pub dirs: BTreeSet<PathBuf>,
-    /// Regular files.
-    pub files: BTreeMap<PathBuf, SourceFile>,
-}
-
-impl SourceTree {
-    /// The directories and regular files under `root`, leaving out what `skip` (given the path
-    /// relative to `root`) names; symbolic links are left out, as [`super::copy::copy_tree`]
-    /// leaves them.
-    pub fn scan(root: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<SourceTree, StorageError> {
-        let mut tree = SourceTree::default();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let dir = root.join(&rel);
-            for entry in fs::read_dir(&dir).map_err(|e| StorageError::io(StorageOp::Read, &dir, e))? {
-                let entry = entry.map_err(|e| StorageError::io(StorageOp::Read, &dir, e))?;
-                let rel = rel.join(entry.file_name());
-                if skip(&rel) {
-                    continue;
-                }
-                let path = root.join(&rel);
-                let meta = fs::symlink_metadata(&path).map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
-                if meta.is_dir() {
-                    tree.dirs.insert(rel.clone());
-                    stack.push(rel);
-                } else if meta.is_file() {
-                    let mtime = meta.modified().map_err(|e| StorageError::io(StorageOp::Metadata, &path, e))?;
-                    tree.files.insert(rel, SourceFile { path, size: meta.len(), mtime });
-                }
-            }
-        }
-        Ok(tree)
-    }
-
-    /// Adds the file at `path` as `rel` (the manifest, restored as `backup_manifest.<ID>`).
-    pub fn add_file(&mut self, rel: PathBuf, path: &Path) -> Result<(), StorageError> {
-        let meta = fs::metadata(path).map_err(|e| StorageError::io(StorageOp::Metadata, path, e))?;
-        let mtime = meta.modified().map_err(|e| StorageError::io(StorageOp::Metadata, path, e))?;
-        self.files.insert(rel, SourceFile { path: path.to_owned(), size: meta.len(), mtime });
-        Ok(())
     }
 }
 
@@ -468,6 +411,7 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recovery::copy::SourceFile;
     use std::time::Duration;
 
     fn t(secs: u64) -> SystemTime {
